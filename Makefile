@@ -1,0 +1,38 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON_VERSION := $(shell cat .python-version)
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-sdk lint bench clean
+
+$(STAMP): pyproject.toml .python-version
+	@command -v pyenv >/dev/null 2>&1 && PYBIN=$$(pyenv root)/versions/$$(pyenv latest -k $(PYTHON_VERSION) 2>/dev/null || echo $(PYTHON_VERSION))/bin/python; \
+	[ -x "$$PYBIN" ] || PYBIN=$$(command -v python$(PYTHON_VERSION)); \
+	[ -x "$$PYBIN" ] || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }; \
+	[ -x $(PY) ] || $$PYBIN -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import django, ninja, channels, pydantic_ai" 
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py bootstrap --if-empty
+	$(PY) -m daphne -b $(HOST) -p $(PORT) console.asgi:application
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+test-sdk: install
+	$(PY) -m pytest -q -m sdk
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .cache var/*-test.sqlite3

@@ -1,0 +1,59 @@
+"""Who is calling: API-key authentication for the REST API, and role checks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.http import HttpRequest
+from django.utils import timezone
+
+from console.models import ApiKey, Membership, hash_api_key
+from tasks_app.actions import Actor
+from tasks_app.errors import Forbidden, NotFound, Unauthorized
+
+LAST_USED_RESOLUTION = timedelta(seconds=60)  # record last use without a write on every request
+
+
+def actor_for_key(raw: str | None) -> Actor:
+    if not raw:
+        raise Unauthorized("Missing API key: send it in the x-api-key header")
+    try:
+        key = ApiKey.objects.select_related("membership").get(key_hash=hash_api_key(raw.strip()))
+    except ApiKey.DoesNotExist:
+        raise Unauthorized("Invalid API key") from None
+    if key.revoked_at is not None:
+        raise Unauthorized("This API key was revoked")
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    member = key.membership
+    return Actor(
+        organization_id=member.organization_id,
+        role=member.role,
+        user_id=member.user_id,
+        api_key_id=key.pk,
+        label=key.display,
+    )
+
+
+def actor_for_request(request: HttpRequest) -> Actor:
+    """Authenticate by x-api-key and check the URL's organization segment, if any."""
+    actor = actor_for_key(request.headers.get("x-api-key"))
+    url_org = getattr(request, "url_organization_id", None)
+    if url_org is not None and url_org != actor.organization_id:
+        raise NotFound(f"Organization {url_org} not found")
+    return actor
+
+
+def actor_for_member(membership: Membership) -> Actor:
+    return Actor(
+        organization_id=membership.organization_id,
+        role=membership.role,
+        user_id=membership.user_id,
+        label=str(membership.user),
+    )
+
+
+def require_role(actor: Actor, role: str, doing: str) -> None:
+    if not actor.can(role):
+        raise Forbidden(f"{doing} needs the {role} role; yours is {actor.role}")

@@ -1,0 +1,226 @@
+"""Agent configuration: validation and the writes behind /api/v1/agents.
+
+The body has the shape GET /api/agents/{id} returns, with `framework` builtin|external.
+Secrets (the model API key, MCP api keys, client secrets, headers) are encrypted and never echoed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, Literal
+
+from django.db import IntegrityError, transaction
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from console import crypto
+from console.models import Agent, GraphItem, Role
+from tasks_app.actions import Actor
+from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound
+
+SECRET_MCP_KEYS = ("api_key", "client_secret", "headers")
+_URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+_UNIQUE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,199}$")
+
+
+class McpSettingsIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    url: str
+    id: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=200)
+    type: Literal["remote"] = "remote"
+    transport: Literal["streamable-http", "sse"] = "streamable-http"
+    auth_type: Literal["api_key", "oauth2", "custom_headers", "sso_user", "none"] = "none"
+    api_key: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    allowed_tools: list[str] = Field(default_factory=list)
+    additional_scopes: list[str] = Field(default_factory=list)
+    share_user_token_across_other_agents: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not _URL.match(value):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
+class GraphSettingsIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    mcp_settings: McpSettingsIn | None = None
+
+
+class GraphItemIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = Field(default=None, min_length=1, max_length=200)
+    type: Literal["mcp", "agent"]
+    name: str | None = Field(default=None, max_length=200)
+    item_id: str | None = Field(default=None, max_length=200)
+    settings: GraphSettingsIn = Field(default_factory=GraphSettingsIn)
+
+
+class InstructionsIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    general: str = ""
+    role: list[str] = Field(default_factory=list)
+    goal: list[str] = Field(default_factory=list)
+
+
+class AgentIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=200)
+    unique_name: str | None = Field(default=None, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    instructions: str | InstructionsIn = ""
+    framework: Literal["builtin", "external"] = "builtin"
+    model_provider: Literal["openai", "anthropic", "openai_compatible", "ollama"] = "openai"
+    model_name: str = Field(default="gpt-4o-mini", min_length=1, max_length=200)
+    model_base_url: str | None = Field(default=None, max_length=500)
+    model_api_key: str | None = Field(default=None, max_length=8192)
+    output_format: Literal["text", "markdown", "json", "voice"] | None = None
+    tool_call_limit: int | None = Field(default=None, ge=0, le=10_000)
+    graph: list[GraphItemIn] = Field(default_factory=list, max_length=200)
+
+    @field_validator("unique_name")
+    @classmethod
+    def _unique(cls, value: str | None) -> str | None:
+        if value is not None and not _UNIQUE.match(value):
+            raise ValueError("letters, digits, '_', '.', '-' only, starting with a letter or digit")
+        return value
+
+    @field_validator("model_base_url")
+    @classmethod
+    def _base(cls, value: str | None) -> str | None:
+        if value and not _URL.match(value):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
+def instructions_text(value: str | InstructionsIn) -> str:
+    if isinstance(value, str):
+        return value
+    parts = [value.general, *value.role, *value.goal]
+    return "\n".join(p for p in parts if p)
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", name.strip()).strip("-.").lower()
+    return slug[:180] or "agent"
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.can(Role.ADMIN):
+        raise Forbidden(f"Managing agents needs the admin role; yours is {actor.role}")
+
+
+def _write_graph(actor: Actor, agent: Agent, graph: list[GraphItemIn]) -> None:
+    seen: set[str] = set()
+    rows = []
+    for index, item in enumerate(graph):
+        key = item.id or f"gi-{secrets.token_hex(6)}"
+        if key in seen:
+            raise Invalid(f"graph[{index}].id", f"duplicate graph item id {key!r}")
+        seen.add(key)
+        settings: dict[str, Any] = {}
+        secret: dict[str, Any] = {}
+        item_id = item.item_id or ""
+        if item.type == "mcp":
+            if item.settings.mcp_settings is None:
+                raise Invalid(f"graph[{index}].settings.mcp_settings", "an mcp item needs mcp_settings with a url")
+            mcp = item.settings.mcp_settings.model_dump(exclude_none=True)
+            for name in SECRET_MCP_KEYS:
+                value = mcp.pop(name, None)
+                if value:
+                    secret[name] = value
+            settings["mcp_settings"] = mcp
+            item_id = item_id or mcp.get("id") or key
+        else:
+            if not item.item_id:
+                raise Invalid(f"graph[{index}].item_id", "an agent item needs item_id, the sub-agent's id")
+            if item.item_id == agent.id or not Agent.objects.filter(
+                pk=item.item_id, organization_id=actor.organization_id
+            ).exists():
+                raise Invalid(f"graph[{index}].item_id", f"no other agent {item.item_id!r} in this organization")
+        rows.append(
+            GraphItem(
+                agent=agent,
+                key=key,
+                type=item.type,
+                item_id=item_id,
+                name=item.name or "",
+                settings=settings,
+                secret_settings_encrypted=crypto.encrypt_json(secret) if secret else "",
+                position=index,
+            )
+        )
+    agent.graph_items.all().delete()
+    GraphItem.objects.bulk_create(rows)
+
+
+def create_agent(actor: Actor, data: AgentIn) -> Agent:
+    _require_admin(actor)
+    agent = Agent(organization_id=actor.organization_id)
+    _apply(agent, data, set(data.model_fields_set) | {"name", "framework", "model_provider", "model_name"})
+    agent.unique_name = data.unique_name or _slug(data.name)
+    try:
+        with transaction.atomic():
+            agent.save(force_insert=True)
+            _write_graph(actor, agent, data.graph)
+    except IntegrityError:
+        raise Conflict(f"An agent with unique_name {agent.unique_name!r} already exists") from None
+    return agent
+
+
+def _apply(agent: Agent, data: AgentIn, fields: set[str]) -> None:
+    for name in ("name", "description", "framework", "model_provider", "model_name", "tool_call_limit"):
+        if name in fields:
+            setattr(agent, name, getattr(data, name))
+    if "unique_name" in fields and data.unique_name:
+        agent.unique_name = data.unique_name
+    if "instructions" in fields:
+        agent.instructions = instructions_text(data.instructions)
+    if "model_base_url" in fields:
+        agent.model_base_url = data.model_base_url or ""
+    if "output_format" in fields:
+        agent.output_format = data.output_format or ""
+    if "model_api_key" in fields:
+        agent.set_model_api_key(data.model_api_key)
+
+
+def update_agent(actor: Actor, agent: Agent, raw: dict[str, Any], data: AgentIn) -> Agent:
+    _require_admin(actor)
+    fields = set(raw) & set(AgentIn.model_fields)
+    _apply(agent, data, fields)
+    try:
+        with transaction.atomic():
+            agent.save()
+            if "graph" in fields:
+                _write_graph(actor, agent, data.graph)
+    except IntegrityError:
+        raise Conflict(f"An agent with unique_name {agent.unique_name!r} already exists") from None
+    return agent
+
+
+def delete_agent(actor: Actor, agent: Agent) -> None:
+    _require_admin(actor)
+    used_by = GraphItem.objects.filter(type="agent", item_id=agent.id).select_related("agent").first()
+    if used_by:
+        raise Conflict(f"Agent {agent.id} is a sub-agent of {used_by.agent.name!r}; remove it from that graph first")
+    count = agent.tasks.count()
+    if count:
+        raise Conflict(f"Agent {agent.id} has {count} tasks; their history would be lost", tasks=count)
+    agent.delete()
+
+
+def get_agent(actor: Actor, agent_id: str) -> Agent:
+    try:
+        return Agent.objects.get(pk=agent_id, organization_id=actor.organization_id)
+    except Agent.DoesNotExist:
+        raise NotFound(f"Agent {agent_id} not found") from None

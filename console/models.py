@@ -1,0 +1,190 @@
+"""Organizations, members, API keys and agent configuration.
+
+Agents and their graph items are the configuration tasks run against; graph item keys are stable
+strings because user MCP tokens are stored and sent under them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from console import crypto
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Role(models.TextChoices):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+
+# What each role may do; checked by console.access.
+ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+class Organization(models.Model):
+    id = models.CharField(primary_key=True, max_length=64, default=new_id, editable=False)
+    name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "user"], name="uniq_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+    def can(self, role: str) -> bool:
+        """True when this member's role is at least `role`."""
+        return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
+
+
+API_KEY_PREFIX = "atc_"
+
+
+def hash_api_key(raw: str) -> str:
+    # Keys carry 256 bits of entropy, so a fast unsalted hash is enough and keeps lookups indexed.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    """An API key acts as the member who created it, with that member's role."""
+
+    membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=200, default="default")
+    prefix = models.CharField(max_length=16)
+    last4 = models.CharField(max_length=4)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}…{self.last4}"
+
+    @property
+    def organization(self) -> Organization:
+        return self.membership.organization
+
+    @property
+    def display(self) -> str:
+        return f"{self.prefix}…{self.last4}"
+
+    @classmethod
+    def issue(cls, membership: Membership, name: str = "default") -> tuple[ApiKey, str]:
+        """Create a key and return it with the raw secret, which is never stored."""
+        raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        key = cls.objects.create(
+            membership=membership,
+            name=name,
+            prefix=raw[: len(API_KEY_PREFIX) + 4],
+            last4=raw[-4:],
+            key_hash=hash_api_key(raw),
+        )
+        return key, raw
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+
+class Framework(models.TextChoices):
+    BUILTIN = "builtin"  # the server runs it
+    EXTERNAL = "external"  # the user's own code runs it through the API
+
+
+class ModelProvider(models.TextChoices):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    OPENAI_COMPATIBLE = "openai_compatible"
+    OLLAMA = "ollama"
+
+
+class Agent(models.Model):
+    id = models.CharField(primary_key=True, max_length=64, default=new_id, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=200)
+    unique_name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    instructions = models.TextField(blank=True, default="")
+    framework = models.CharField(max_length=16, choices=Framework.choices, default=Framework.BUILTIN)
+    model_provider = models.CharField(max_length=32, default=ModelProvider.OPENAI)
+    model_name = models.CharField(max_length=200, default="gpt-4o-mini")
+    model_base_url = models.CharField(max_length=500, blank=True, default="")
+    model_api_key_encrypted = models.TextField(blank=True, default="")
+    output_format = models.CharField(max_length=16, blank=True, default="")
+    tool_call_limit = models.PositiveIntegerField(null=True, blank=True)
+    settings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "unique_name"], name="uniq_agent_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_model_api_key(self) -> bool:
+        return bool(self.model_api_key_encrypted)
+
+    def set_model_api_key(self, value: str | None) -> None:
+        self.model_api_key_encrypted = crypto.encrypt(value) if value else ""
+
+    def get_model_api_key(self) -> str | None:
+        return crypto.decrypt(self.model_api_key_encrypted) if self.model_api_key_encrypted else None
+
+
+class GraphItemType(models.TextChoices):
+    MCP = "mcp"
+    AGENT = "agent"
+
+
+class GraphItem(models.Model):
+    """One node of an agent's graph: an MCP server or a sub-agent."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="graph_items")
+    key = models.CharField(max_length=200)  # the wire `id`: user tokens are keyed by it
+    type = models.CharField(max_length=16, choices=GraphItemType.choices)
+    item_id = models.CharField(max_length=200, blank=True, default="")
+    name = models.CharField(max_length=200, blank=True, default="")
+    settings = models.JSONField(default=dict, blank=True)
+    # Secrets from mcp_settings (api_key, client_secret, headers), encrypted and never echoed.
+    secret_settings_encrypted = models.TextField(blank=True, default="")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["agent", "key"], name="uniq_graph_item_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.type})"
+
+    @property
+    def mcp_settings(self) -> dict:
+        return dict(self.settings.get("mcp_settings") or {})
+
+    def secret_settings(self) -> dict:
+        return crypto.decrypt_json(self.secret_settings_encrypted) if self.secret_settings_encrypted else {}

@@ -1,0 +1,217 @@
+"""Settings for the Agent Task Console, read from the environment.
+
+The embedded default (nothing set) is SQLite in ./var, an in-memory channel layer and the
+in-process worker. Secrets that must survive restarts but were not given (SECRET_KEY, the field
+encryption key) are generated once into ./var with mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {value!r}") from exc
+
+
+def _persistent_secret(filename: str, make) -> str:
+    """Read a generated secret from VAR_DIR, creating it (0600) on first use."""
+    path = VAR_DIR / filename
+    if path.exists():
+        return path.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+def _database_from_url(url: str) -> dict:
+    """Turn DATABASE_URL (sqlite:///path or postgres://...) into a Django DATABASES entry."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme
+    if scheme == "sqlite":
+        # sqlite:///relative/path or sqlite:////absolute/path
+        name = unquote(parsed.path[1:]) if parsed.path.startswith("/") else unquote(parsed.path)
+        if not name:
+            raise ValueError("DATABASE_URL for sqlite needs a path, e.g. sqlite:///var/db.sqlite3")
+        path = Path(name)
+        if not path.is_absolute():
+            path = BASE_DIR / path
+        return _sqlite(path)
+    if scheme in {"postgres", "postgresql", "pgsql"}:
+        options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "",
+            "PORT": str(parsed.port or ""),
+            "OPTIONS": options,
+            "CONN_MAX_AGE": 0,
+            "TEST": {"NAME": os.environ.get("TEST_DATABASE_NAME") or None},
+        }
+    raise ValueError(f"DATABASE_URL scheme {scheme!r} is not supported (use sqlite:/// or postgres://)")
+
+
+def _sqlite(path: Path) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        # One writer at a time: IMMEDIATE makes writers wait for the lock instead of failing.
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+        "TEST": {"NAME": str(path.with_name(path.stem + "-test.sqlite3"))},
+    }
+
+
+DEBUG = _env_bool("DEBUG")
+SECRET_KEY = os.environ.get("SECRET_KEY") or _persistent_secret(
+    "secret_key", lambda: secrets.token_urlsafe(50)
+)
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+# Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Never derived from SECRET_KEY.
+FIELD_ENCRYPTION_KEYS = [
+    k.strip() for k in os.environ.get("FIELD_ENCRYPTION_KEYS", "").split(",") if k.strip()
+] or [_persistent_secret("field_encryption_key", lambda: __import__("cryptography.fernet").fernet.Fernet.generate_key().decode())]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "console",
+    "tasks_app",
+]
+
+MIDDLEWARE = [
+    "console.middleware.ApiPathMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "console.urls"
+APPEND_SLASH = False  # the xpander SDK treats any redirect as an error
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "console.asgi.application"
+WSGI_APPLICATION = None
+
+DATABASES = {
+    "default": _database_from_url(os.environ["DATABASE_URL"])
+    if os.environ.get("DATABASE_URL")
+    else _sqlite(VAR_DIR / "db.sqlite3")
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+LOGIN_URL = "/admin/login/"
+
+# Task engine limits and behaviour.
+TASK_PROMPT_MAX_CHARS = _env_int("TASK_PROMPT_MAX_CHARS", 200_000)
+TASK_MAX_FILES = _env_int("TASK_MAX_FILES", 50)
+TASK_EXECUTION = os.environ.get("TASK_EXECUTION", "inprocess")  # inprocess | celery | none
+WORKER_CONCURRENCY = _env_int("WORKER_CONCURRENCY", 1000)
+WORKER_LEASE_SECONDS = _env_float("WORKER_LEASE_SECONDS", 30.0)
+WORKER_HEARTBEAT_SECONDS = _env_float("WORKER_HEARTBEAT_SECONDS", 5.0)
+WORKER_MAX_ATTEMPTS = _env_int("WORKER_MAX_ATTEMPTS", 3)
+WORKER_POLL_SECONDS = _env_float("WORKER_POLL_SECONDS", 2.0)
+SSE_KEEPALIVE_SECONDS = _env_float("SSE_KEEPALIVE_SECONDS", 15.0)
+STOP_WAIT_SECONDS = _env_float("STOP_WAIT_SECONDS", 5.0)
+CHUNK_COALESCE_SECONDS = _env_float("CHUNK_COALESCE_SECONDS", 0.05)
+FILE_FETCH_ALLOWLIST = [h.strip() for h in os.environ.get("FILE_FETCH_ALLOWLIST", "").split(",") if h.strip()]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+}

@@ -1,0 +1,26 @@
+"""URL configuration: the REST API under /api, SSE beside it, the admin."""
+
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import path, re_path
+from ninja import NinjaAPI
+
+from console import rest_agents
+from tasks_app import rest, sse
+
+api = NinjaAPI(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
+rest.install_error_handlers(api)
+api.add_router("/v1/agents", rest_agents.router)
+api.add_router("", rest.router)
+
+
+def api_not_found(request: HttpRequest, rest_of_path: str = "") -> JsonResponse:
+    return JsonResponse({"detail": f"No API route {request.method} {request.path}"}, status=404)
+
+
+urlpatterns = [
+    path("api/agent-execution/<str:task_id>/events", sse.task_events, name="task-events"),
+    path("api/", api.urls),
+    re_path(r"^api/(?P<rest_of_path>.*)$", api_not_found),
+    path("admin/", admin.site.urls),
+]

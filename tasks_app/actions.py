@@ -1,0 +1,672 @@
+"""The task API: the one module that changes tasks.
+
+REST routes, console views, the websocket consumer and the runtime all call these functions;
+nothing else writes Task, TaskEvent or ActivityEntry rows. Each write runs in one transaction,
+and the events it appended are published on the channel layer only after that commit.
+
+Every public write has a sync form and an async twin (prefixed `a`), which publish differently:
+the async one awaits the channel layer on the caller's loop, the sync one hops through
+async_to_sync.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from console import crypto
+from console.models import Agent, Framework, Role
+from tasks_app import bus, dispatch, wire
+from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from tasks_app.masking import mask
+from tasks_app.models import (
+    INTERNAL_STATUS_MAX,
+    TERMINAL_STATUSES,
+    ActivityEntry,
+    ActivityKind,
+    Status,
+    Task,
+    TaskEvent,
+)
+from tasks_app.schemas import TaskCreateIn, TaskUpdateIn
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is calling: an API key or a signed-in member, always inside one organization."""
+
+    organization_id: str
+    role: str
+    user_id: int | None = None
+    api_key_id: int | None = None
+    label: str = ""
+
+    def can(self, role: str) -> bool:
+        from console.models import ROLE_RANK
+
+        return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
+
+
+SYSTEM = "system"  # the runtime acts on tasks it already holds; it is not an organization member
+
+# Channel-layer messages collected while a write runs, published by the sync/async wrapper.
+_OUTBOX: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("outbox", default=None)
+
+
+def _queue(message: dict[str, Any]) -> None:
+    outbox = _OUTBOX.get()
+    if outbox is not None:
+        outbox.append(message)
+    else:
+        bus.publish(message)
+
+
+def _action(fn: Callable[P, R]) -> Callable[P, R]:
+    """Make `fn` publish its events once it returned (its transaction has committed)."""
+
+    @functools.wraps(fn)
+    def sync(*args: P.args, **kwargs: P.kwargs) -> R:
+        if _OUTBOX.get() is not None:  # nested inside another action: the outer one publishes
+            return fn(*args, **kwargs)
+        outbox: list[dict[str, Any]] = []
+        token = _OUTBOX.set(outbox)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            _OUTBOX.reset(token)
+        for message in outbox:
+            bus.publish(message)
+        return result
+
+    return sync
+
+
+def _async_twin(fn: Callable[P, R]) -> Callable[P, Any]:
+    def run(*args: P.args, **kwargs: P.kwargs) -> tuple[R, list[dict[str, Any]]]:
+        outbox: list[dict[str, Any]] = []
+        token = _OUTBOX.set(outbox)
+        try:
+            return fn(*args, **kwargs), outbox
+        finally:
+            _OUTBOX.reset(token)
+
+    async def twin(*args: P.args, **kwargs: P.kwargs) -> R:
+        result, outbox = await sync_to_async(run)(*args, **kwargs)
+        for message in outbox:
+            await bus.apublish(message)
+        return result
+
+    twin.__name__ = "a" + fn.__name__
+    twin.__doc__ = f"Async twin of {fn.__name__}."
+    return twin
+
+
+# --------------------------------------------------------------------------------------------
+# Reads (scoped to the actor's organization: another organization's rows are a 404)
+
+
+def get_agent(actor: Actor, agent_id: str) -> Agent:
+    try:
+        return Agent.objects.get(pk=agent_id, organization_id=actor.organization_id)
+    except (Agent.DoesNotExist, ValueError):
+        raise NotFound(f"Agent {agent_id} not found") from None
+
+
+def get_task(actor: Actor, task_id: str) -> Task:
+    try:
+        return Task.objects.select_related("agent").get(pk=task_id, organization_id=actor.organization_id)
+    except (Task.DoesNotExist, ValueError):
+        raise NotFound(f"Task {task_id} not found") from None
+
+
+LIST_FILTERS = {"user_id", "parent_task_id", "triggering_agent_id", "status", "internal_status"}
+
+
+def list_tasks(
+    actor: Actor, *, agent_id: str | None = None, filters: dict[str, str] | None = None, limit: int = 100
+) -> list[Task]:
+    """Tasks of the organization, newest first, with the SDK's documented filters."""
+    qs = Task.objects.filter(organization_id=actor.organization_id)
+    if agent_id is not None:
+        get_agent(actor, agent_id)
+        qs = qs.filter(agent_id=agent_id)
+    for key, value in (filters or {}).items():
+        if value in (None, ""):
+            continue
+        if key == "status":
+            statuses = [s.strip().removeprefix("AgentExecutionStatus.").lower() for s in value.split(",")]
+            bad = [s for s in statuses if s not in Status.values]
+            if bad:
+                raise Invalid("status", f"unknown status {bad[0]!r}; one of {', '.join(Status.values)}")
+            qs = qs.filter(status__in=statuses)
+        elif key == "parent_task_id":
+            qs = qs.filter(parent_id=value)
+        elif key in {"user_id", "triggering_agent_id", "internal_status"}:
+            qs = qs.filter(**{key: value})
+    return list(qs.order_by("-created_at")[: max(1, min(limit, 1000))])
+
+
+def activity_entries(task: Task) -> list[ActivityEntry]:
+    return list(task.activity.order_by("position"))
+
+
+def events_after(task_id: str, after_seq: int, limit: int = 1000) -> list[TaskEvent]:
+    return list(TaskEvent.objects.filter(task_id=task_id, seq__gt=after_seq).order_by("seq")[:limit])
+
+
+# --------------------------------------------------------------------------------------------
+# Internal writers (called inside an action's transaction)
+
+
+def _task_for_update(task_id: str) -> Task:
+    return Task.objects.select_for_update().select_related("agent").get(pk=task_id)
+
+
+def _append_events(task: Task, events: Iterable[tuple[str, Any]], secrets: Iterable[str] = ()) -> list[TaskEvent]:
+    """Append events with the next gap-free seqs; the caller holds the task row lock."""
+    events = list(events)
+    if not events:
+        return []
+    secrets = list(secrets) + _task_secrets(task)
+    now = timezone.now()
+    start = task.last_seq
+    rows = [
+        TaskEvent(task_id=task.id, seq=start + i + 1, type=type_, time=now, data=mask(data, secrets))
+        for i, (type_, data) in enumerate(events)
+    ]
+    TaskEvent.objects.bulk_create(rows)
+    task.last_seq = start + len(rows)
+    Task.objects.filter(pk=task.id).update(last_seq=task.last_seq)
+    _queue(
+        bus.make_message(
+            task.id,
+            task.status,
+            [{"seq": r.seq, "type": r.type, "time": wire.iso(r.time), "data": r.data} for r in rows],
+        )
+    )
+    return rows
+
+
+def _append_activity(
+    task: Task, kind: str, data: dict[str, Any], secrets: Iterable[str] = ()
+) -> ActivityEntry:
+    secrets = list(secrets) + _task_secrets(task)
+    task.last_activity += 1
+    Task.objects.filter(pk=task.id).update(last_activity=task.last_activity)
+    return ActivityEntry.objects.create(
+        task_id=task.id, position=task.last_activity, kind=kind, turn=task.turns, data=mask(data, secrets)
+    )
+
+
+def _task_secrets(task: Task) -> list[str]:
+    """Strings that must never be written to the logs of this task."""
+    found: list[str] = []
+    for value in (task_user_tokens(task) or {}).values():
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, dict):
+            found.extend(v for v in value.values() if isinstance(v, str))
+    return found
+
+
+def task_user_tokens(task: Task) -> dict[str, Any]:
+    """The decrypted per-user MCP tokens sent with the task; only the runtime should call this."""
+    if not task.user_tokens_encrypted:
+        return {}
+    return crypto.decrypt_json(task.user_tokens_encrypted)
+
+
+def _save(task: Task, *fields: str) -> None:
+    task.updated_at = timezone.now()
+    task.save(update_fields=[*fields, "updated_at"])
+
+
+def _snapshot(task: Task) -> dict[str, Any]:
+    return wire.task_json(task)
+
+
+def _finish(task: Task, status: str, result: str | None, *, manually: bool = False) -> None:
+    now = timezone.now()
+    task.status = status
+    if result is not None:
+        task.result = result
+    task.finished_at = now
+    task.lease_owner = ""
+    task.lease_expires_at = None
+    task.is_manually_stopped = task.is_manually_stopped or manually
+    turn_started = task.started_at or task.created_at
+    before = float((task.metrics or {}).get("duration_before_turn", 0.0))
+    task.duration = round(before + (now - turn_started).total_seconds(), 3)
+    _save(task, "status", "result", "finished_at", "lease_owner", "lease_expires_at", "is_manually_stopped", "duration")
+    _append_events(task, [("task_updated", _snapshot(task)), ("task_finished", _snapshot(task))])
+
+
+def _require_writer(actor: Actor) -> None:
+    if not actor.can(Role.MEMBER):
+        raise Forbidden("Your role (viewer) may read tasks but not create or change them")
+
+
+# --------------------------------------------------------------------------------------------
+# Creation
+
+
+def _validate_create(data: TaskCreateIn) -> None:
+    text = data.input.text or ""
+    if len(text) > settings.TASK_PROMPT_MAX_CHARS:
+        raise TooLarge(
+            f"Prompt is {len(text)} characters; the limit is {settings.TASK_PROMPT_MAX_CHARS}",
+            limit=settings.TASK_PROMPT_MAX_CHARS,
+        )
+    if len(data.input.files) + len(data.input.attachments) > settings.TASK_MAX_FILES:
+        raise Invalid("input.files", f"at most {settings.TASK_MAX_FILES} files per task")
+
+
+@_action
+def create_task(
+    actor: Actor,
+    agent_id: str,
+    data: TaskCreateIn,
+    *,
+    parent: Task | None = None,
+    extra_files: list[str] | None = None,
+) -> Task:
+    """Create a task (or continue one, when data.id names an existing task) and dispatch it."""
+    if actor.role != SYSTEM:
+        _require_writer(actor)
+    _validate_create(data)
+    agent = get_agent(actor, agent_id)
+    if data.id:
+        return _continue_task(actor, agent, data)
+    files = list(data.input.files) + list(extra_files or [])
+    with transaction.atomic():
+        task = Task(
+            organization_id=agent.organization_id,
+            agent=agent,
+            parent=parent,
+            triggering_agent_id=data.triggering_agent_id or (parent.agent_id if parent else ""),
+            created_by_key_id=actor.api_key_id,
+            created_by_user_id=actor.user_id,
+            input_text=data.input.text or "",
+            input_files=files,
+            input_attachments=[a.model_dump(exclude_none=True) for a in data.input.attachments],
+            input_user=data.input.user.model_dump() if data.input.user else None,
+            user_id=(data.input.user.id or "") if data.input.user else "",
+            user_tokens_encrypted=crypto.encrypt_json(data.user_tokens) if data.user_tokens else "",
+            events_streaming=data.events_streaming,
+            title=data.title or "",
+            source=data.source or "",
+            output_format=data.output_format or agent.output_format or "",
+            output_schema=data.output_schema,
+            payload_extension=data.payload_extension,
+            additional_context=data.additional_context or "",
+            instructions_override=data.instructions_override or "",
+            expected_output=data.expected_output or "",
+            think_mode=data.think_mode or "default",
+            disable_attachment_injection=data.disable_attachment_injection,
+            tool_call_limit=data.tool_call_limit if data.tool_call_limit is not None else agent.tool_call_limit,
+            llm_model_provider=data.llm_model_provider or "",
+            llm_model_name=data.llm_model_name or "",
+            llm_reasoning_effort=data.llm_reasoning_effort or "",
+            return_metrics=data.return_metrics,
+        )
+        task.save(force_insert=True)
+        _append_activity(task, ActivityKind.MESSAGE, _user_message(task, task.input_text, files))
+        _append_events(task, [("task_created", _snapshot(task))])
+        if agent.framework == Framework.BUILTIN:
+            transaction.on_commit(functools.partial(dispatch.dispatch, task.id))
+    return task
+
+
+def _user_message(task: Task, text: str, files: list[str]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "user", "content": {"text": text, "files": files}}
+    if task.input_user and task.input_user.get("email"):
+        message["user"] = task.input_user
+    return message
+
+
+def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn) -> Task:
+    """A follow-up turn: the same task goes back to executing with a new user message."""
+    with transaction.atomic():
+        try:
+            task = Task.objects.select_for_update().select_related("agent").get(
+                pk=data.id, organization_id=actor.organization_id, agent_id=agent.id
+            )
+        except Task.DoesNotExist:
+            raise NotFound(f"Task {data.id} not found for agent {agent.id}") from None
+        if task.status not in TERMINAL_STATUSES:
+            raise Conflict(
+                f"Task {task.id} is {task.status}; a follow-up needs a finished task", status=task.status
+            )
+        previous = task.duration or 0.0
+        task.turns += 1
+        task.status = Status.PENDING
+        task.result = None
+        task.finished_at = None
+        task.started_at = None
+        task.stop_requested_at = None
+        task.is_manually_stopped = False
+        task.attempts = 0
+        task.input_text = data.input.text or ""
+        task.input_files = list(data.input.files)
+        task.input_attachments = [a.model_dump(exclude_none=True) for a in data.input.attachments]
+        if data.input.user:
+            task.input_user = data.input.user.model_dump()
+            task.user_id = data.input.user.id or ""
+        if data.user_tokens:
+            merged = {**task_user_tokens(task), **data.user_tokens}
+            task.user_tokens_encrypted = crypto.encrypt_json(merged)
+        task.events_streaming = task.events_streaming or data.events_streaming
+        task.metrics = {**(task.metrics or {}), "duration_before_turn": previous}
+        _save(
+            task, "turns", "status", "result", "finished_at", "started_at", "stop_requested_at",
+            "is_manually_stopped", "attempts", "input_text", "input_files", "input_attachments",
+            "input_user", "user_id", "user_tokens_encrypted", "events_streaming", "metrics",
+        )
+        _append_activity(task, ActivityKind.MESSAGE, _user_message(task, task.input_text, task.input_files))
+        _append_events(task, [("task_updated", _snapshot(task))])
+        if agent.framework == Framework.BUILTIN:
+            transaction.on_commit(functools.partial(dispatch.dispatch, task.id))
+    return task
+
+
+# --------------------------------------------------------------------------------------------
+# Execution (the runtime's side): claim, lease, progress, finish
+
+
+@_action
+def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | None:
+    """Claim a pending task with a conditional UPDATE; None when someone else got it first."""
+    now = timezone.now()
+    expires = now + timezone.timedelta(seconds=lease_seconds)
+    with transaction.atomic():
+        claimed = Task.objects.filter(pk=task_id, status=Status.PENDING, stop_requested_at__isnull=True).update(
+            status=Status.EXECUTING,
+            lease_owner=worker_id,
+            lease_expires_at=expires,
+            started_at=now,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+        if not claimed:
+            return None
+        task = _task_for_update(task_id)
+        _append_events(task, [("task_updated", _snapshot(task))])
+    return task
+
+
+def renew_lease(task_id: str, worker_id: str, lease_seconds: float) -> bool:
+    """Extend the lease; False when the task was stopped, finished or taken over (stop running)."""
+    expires = timezone.now() + timezone.timedelta(seconds=lease_seconds)
+    return bool(
+        Task.objects.filter(
+            pk=task_id, lease_owner=worker_id, status=Status.EXECUTING, stop_requested_at__isnull=True
+        ).update(lease_expires_at=expires)
+    )
+
+
+@_action
+def record_progress(
+    task_id: str,
+    *,
+    events: Iterable[tuple[str, Any]] = (),
+    activity: Iterable[tuple[str, dict[str, Any]]] = (),
+    secrets: Iterable[str] = (),
+) -> list[TaskEvent]:
+    """Append a batch of events and activity entries in one transaction (the runtime's hot path)."""
+    with transaction.atomic():
+        task = _task_for_update(task_id)
+        for kind, data in activity:
+            _append_activity(task, kind, data, secrets)
+        return _append_events(task, events, secrets)
+
+
+@_action
+def finish_task(
+    task_id: str,
+    status: str,
+    result: str | None,
+    *,
+    worker_id: str | None = None,
+    tokens: dict[str, int] | None = None,
+    used_tools: list[str] | None = None,
+    final_message: str | None = None,
+) -> Task | None:
+    """Finish a running task unless it already finished (a stop may have won the race)."""
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"{status} is not a final status")
+    with transaction.atomic():
+        task = _task_for_update(task_id)
+        if task.is_finished or (worker_id is not None and task.lease_owner != worker_id):
+            return None
+        if tokens:
+            task.tokens = _add_tokens(task.tokens, tokens)
+            _save(task, "tokens")
+        if used_tools:
+            task.used_tools = [*(task.used_tools or []), *used_tools]
+            _save(task, "used_tools")
+        if final_message is not None:
+            _append_activity(task, ActivityKind.MESSAGE, {"role": "agent", "content": {"text": final_message}})
+        _finish(task, status, result)
+    return task
+
+
+def _add_tokens(current: dict | None, new: dict[str, int]) -> dict[str, int]:
+    out = dict(current or {})
+    for key, value in new.items():
+        out[key] = int(out.get(key, 0) or 0) + int(value or 0)
+    return out
+
+
+@_action
+def requeue_expired(max_attempts: int) -> list[str]:
+    """Reaper: give tasks whose lease expired back to the queue, or fail them after max_attempts."""
+    now = timezone.now()
+    requeued: list[str] = []
+    expired = list(
+        Task.objects.filter(status=Status.EXECUTING, lease_expires_at__lt=now).values_list("id", flat=True)
+    )
+    for task_id in expired:
+        with transaction.atomic():
+            task = _task_for_update(task_id)
+            if task.status != Status.EXECUTING or not task.lease_expires_at or task.lease_expires_at >= now:
+                continue
+            if task.stop_requested_at:
+                _finish(task, Status.STOPPED, task.result or "Stopped by request", manually=True)
+            elif task.attempts >= max_attempts:
+                _finish(
+                    task,
+                    Status.FAILED,
+                    f"The worker running this task stopped responding {task.attempts} times; giving up.",
+                )
+            else:
+                task.status = Status.PENDING
+                task.lease_owner = ""
+                task.lease_expires_at = None
+                _save(task, "status", "lease_owner", "lease_expires_at")
+                _append_events(task, [("task_updated", _snapshot(task))])
+                requeued.append(task.id)
+    return requeued
+
+
+# --------------------------------------------------------------------------------------------
+# Changes from users: stop, update, internal status, pushed events
+
+
+@_action
+def stop_task(actor: Actor, task_id: str) -> Task:
+    """Request a stop. A task nobody is running stops at once; a running one is cancelled by its worker."""
+    if actor.role != SYSTEM:
+        _require_writer(actor)
+    with transaction.atomic():
+        task = _task_for_update(get_task(actor, task_id).pk)
+        if task.is_finished:
+            raise Conflict(f"Task {task.id} is already {task.status}", status=task.status)
+        running_here = task.status == Status.EXECUTING and task.lease_owner and task.agent.framework == Framework.BUILTIN
+        task.stop_requested_at = timezone.now()
+        task.is_manually_stopped = True
+        _save(task, "stop_requested_at", "is_manually_stopped")
+        if not running_here:
+            _finish(task, Status.STOPPED, task.result or "Stopped by request", manually=True)
+        children = list(
+            Task.objects.filter(parent_id=task.id).exclude(status__in=TERMINAL_STATUSES).values_list("id", flat=True)
+        )
+        if running_here:
+            transaction.on_commit(functools.partial(dispatch.request_cancel, task.id))
+    for child in children:
+        try:
+            stop_task(Actor(task.organization_id, SYSTEM), child)
+        except Conflict:
+            pass
+    return task
+
+
+@_action
+def force_stop(task_id: str, reason: str) -> Task | None:
+    """Finish a stop its worker did not complete in time (the worker's later finish then loses)."""
+    with transaction.atomic():
+        task = _task_for_update(task_id)
+        if task.is_finished:
+            return None
+        _finish(task, Status.STOPPED, task.result or reason, manually=True)
+    return task
+
+
+@_action
+def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[str], full_dump: bool) -> Task:
+    """Apply PATCH .../update: a sparse update, or the SDK's full dump from save()/set_status()."""
+    _require_writer(actor)
+    with transaction.atomic():
+        task = _task_for_update(get_task(actor, task_id).pk)
+        changed: list[str] = []
+        if "internal_status" in fields:
+            changed += _set_internal_status(task, data.internal_status)
+        new_status = data.status if "status" in fields else None
+        if new_status and new_status != task.status:
+            if task.is_finished:
+                if not full_dump:
+                    raise Conflict(
+                        f"Task {task.id} is already {task.status}; it cannot become {new_status}",
+                        status=task.status,
+                    )
+                new_status = None  # a stale copy's save(): keep the final status, still store the rest
+        elif new_status == task.status:
+            new_status = None
+        writable = not task.is_finished or not full_dump
+        if writable:
+            for name in ("source", "last_executed_node_id", "title"):
+                if name in fields and getattr(data, name) is not None and getattr(data, name) != getattr(task, name):
+                    setattr(task, name, getattr(data, name))
+                    changed.append(name)
+            if "result" in fields and data.result is not None and data.result != task.result:
+                task.result = data.result
+                changed.append("result")
+        if changed:
+            _save(task, *changed)
+        if new_status in TERMINAL_STATUSES:
+            _finish(task, new_status, None, manually=new_status == Status.STOPPED)
+        elif new_status:
+            task.status = new_status
+            fields_to_save = ["status"]
+            if new_status == Status.EXECUTING and task.started_at is None:
+                task.started_at = timezone.now()
+                fields_to_save.append("started_at")
+            _save(task, *fields_to_save)
+            _append_events(task, [("task_updated", _snapshot(task))])
+        elif changed:
+            _append_events(task, [("task_updated", _snapshot(task))])
+    return task
+
+
+def _set_internal_status(task: Task, value: str | None) -> list[str]:
+    if value is not None and len(value) > INTERNAL_STATUS_MAX:
+        raise Invalid("internal_status", f"at most {INTERNAL_STATUS_MAX} characters (got {len(value)})")
+    value = value or None
+    if value == task.internal_status:
+        return []
+    task.internal_status = value
+    return ["internal_status"]
+
+
+@_action
+def set_internal_status(actor: Actor, task_id: str, value: str | None) -> Task:
+    """Set the custom status; allowed on finished tasks too (teams track follow-up that way)."""
+    _require_writer(actor)
+    with transaction.atomic():
+        task = _task_for_update(get_task(actor, task_id).pk)
+        if _set_internal_status(task, value):
+            _save(task, "internal_status")
+            _append_events(task, [("task_updated", _snapshot(task))])
+    return task
+
+
+PUSHABLE_EVENTS = {
+    "chunk", "tool_call_request", "tool_call_result", "think", "analyze", "sub_agent_trigger",
+    "auth_event", "plan_updated", "context_status", "process_update",
+}
+
+
+@_action
+def push_events(actor: Actor, task_id: str, events: list[tuple[str, Any]]) -> list[TaskEvent]:
+    """Events an external worker pushes: relayed to subscribers and mirrored into the activity log."""
+    _require_writer(actor)
+    for index, (type_, _data) in enumerate(events):
+        if type_ not in PUSHABLE_EVENTS:
+            raise Invalid(f"[{index}].type", f"{type_!r} cannot be pushed; one of {', '.join(sorted(PUSHABLE_EVENTS))}")
+    with transaction.atomic():
+        task = _task_for_update(get_task(actor, task_id).pk)
+        for type_, data in events:
+            entry = _activity_from_event(type_, data)
+            if entry:
+                _append_activity(task, *entry)
+        return _append_events(task, events)
+
+
+def _activity_from_event(type_: str, data: Any) -> tuple[str, dict[str, Any]] | None:
+    """The activity entry a pushed event stands for, if any (chunks are not activity)."""
+    if not isinstance(data, dict) and type_ not in {"think", "analyze"}:
+        return None
+    if type_ == "tool_call_result":
+        return ActivityKind.TOOL_CALL, {
+            "tool_name": data.get("tool_name") or data.get("operation_id") or "tool",
+            "payload": data.get("payload"),
+            "result": data.get("result"),
+            "is_error": bool(data.get("is_error", False)),
+            "graph_item_id": data.get("graph_node_id"),
+        }
+    if type_ in {"think", "analyze"}:
+        thought = data if isinstance(data, str) else (data.get("thought") or data.get("text") or "")
+        title = "" if isinstance(data, str) else (data.get("title") or "")
+        return ActivityKind.REASONING, {"type": type_, "title": title, "confidence": 1.0, "thought": thought}
+    if type_ == "sub_agent_trigger":
+        return ActivityKind.SUB_AGENT_TRIGGER, {
+            "agent_id": data.get("agent_id", ""),
+            "query": data.get("query"),
+            "reasoning": data.get("reasoning") if isinstance(data.get("reasoning"), dict) else {},
+        }
+    if type_ == "auth_event" and data.get("type") in {"not_supported", "login_required", "token_issue", "token_ready"}:
+        return ActivityKind.AUTH, {"type": data["type"], "data": data.get("data") or {}}
+    return None
+
+
+# Async twins for callers on an event loop (async views, SSE, the runtime).
+acreate_task = _async_twin(create_task.__wrapped__)
+aclaim_task = _async_twin(claim_task.__wrapped__)
+arecord_progress = _async_twin(record_progress.__wrapped__)
+afinish_task = _async_twin(finish_task.__wrapped__)
+astop_task = _async_twin(stop_task.__wrapped__)
+aforce_stop = _async_twin(force_stop.__wrapped__)
+aupdate_task = _async_twin(update_task.__wrapped__)
+apush_events = _async_twin(push_events.__wrapped__)
+arequeue_expired = _async_twin(requeue_expired.__wrapped__)

@@ -1,0 +1,37 @@
+"""Live fan-out of committed events over the channel layer, one group per task.
+
+A message is a nudge that carries the new rows; the durable log stays the truth, and a
+subscriber that sees a gap in `seq` reads the log instead of trusting the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+
+def group_name(task_id: str) -> str:
+    return f"task-{task_id}"
+
+
+def make_message(task_id: str, status: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "task.events", "task_id": task_id, "status": status, "events": events}
+
+
+async def apublish(message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(group_name(message["task_id"]), message)
+    except Exception:  # a broken channel layer must not fail the write that already committed
+        log.exception("channel layer publish failed for task %s", message["task_id"])
+
+
+def publish(message: dict[str, Any]) -> None:
+    async_to_sync(apublish)(message)

@@ -1,0 +1,62 @@
+"""The one dispatch point between the task API and whatever executes built-in agents.
+
+The task API calls `dispatch(task_id)` after a built-in task commits and `request_cancel(task_id)`
+after a stop request commits. Both are hints: the database row is the truth, so a task whose hint
+is lost is still found by a worker's poll, and a stop is still seen at the next lease heartbeat.
+Backends: the in-process asyncio pool (embedded default) registers itself when it starts; the
+Celery backend is chosen with TASK_EXECUTION=celery.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    def submit(self, task_id: str) -> None: ...
+
+    def cancel(self, task_id: str) -> None: ...
+
+
+_backends: list[Backend] = []
+
+
+def register(backend: Backend) -> None:
+    if backend not in _backends:
+        _backends.append(backend)
+
+
+def unregister(backend: Backend) -> None:
+    if backend in _backends:
+        _backends.remove(backend)
+
+
+def dispatch(task_id: str) -> None:
+    """Hand a committed pending task to the executors (a hint; they also poll)."""
+    for backend in list(_backends):
+        try:
+            backend.submit(task_id)
+        except Exception:
+            log.exception("dispatch of task %s failed; a worker poll will pick it up", task_id)
+
+
+def request_cancel(task_id: str) -> None:
+    """Ask the executor running a task to cancel it now (the lease heartbeat is the fallback)."""
+    for backend in list(_backends):
+        try:
+            backend.cancel(task_id)
+        except Exception:
+            log.exception("cancel hint for task %s failed; the heartbeat will see the stop", task_id)
+
+
+def install() -> None:
+    """Called from AppConfig.ready: register the configured out-of-process backend, if any."""
+    from django.conf import settings
+
+    if settings.TASK_EXECUTION == "celery":
+        from tasks_app.runtime import celery_backend
+
+        register(celery_backend.CeleryBackend())

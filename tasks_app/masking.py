@@ -1,0 +1,48 @@
+"""Masking of secrets before anything is written to an event or activity entry.
+
+Two nets: values of secret-named keys are replaced wherever they appear, and any known secret
+string (a task's user tokens, a model key) is replaced wherever it occurs in text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "REDACTED"
+_SECRET_KEY_RE = re.compile(
+    r"(^|[_-])(authorization|access[_-]?token|refresh[_-]?token|api[_-]?key|x-api-key|password|secret|"
+    r"client[_-]?secret|bearer|cookie|user[_-]?tokens|token)$",
+    re.IGNORECASE,
+)
+_BEARER_RE = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}")
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY_RE.search(key))
+
+
+def mask(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """Return a copy of `value` with secret-named fields and known secret strings replaced."""
+    known = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+    return _mask(value, known)
+
+
+def _mask(value: Any, known: list[str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, str) and is_secret_key(k) and v not in (None, "", [], {}):
+                out[k] = MASK if not isinstance(v, dict) else {kk: MASK for kk in v}
+            else:
+                out[k] = _mask(v, known)
+        return out
+    if isinstance(value, list | tuple):
+        return [_mask(v, known) for v in value]
+    if isinstance(value, str):
+        for secret in known:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return _BEARER_RE.sub(r"\1 " + MASK, value)
+    return value

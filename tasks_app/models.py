@@ -1,0 +1,151 @@
+"""Tasks, their durable event log and their activity log.
+
+Only tasks_app.actions (the task API) writes these rows; everything else reads them.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from console.models import Agent, ApiKey, Organization, new_id
+
+
+class Status(models.TextChoices):
+    PENDING = "pending"
+    EXECUTING = "executing"
+    PAUSED = "paused"
+    ERROR = "error"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+
+
+TERMINAL_STATUSES = frozenset({Status.ERROR, Status.FAILED, Status.COMPLETED, Status.STOPPED})
+INTERNAL_STATUS_MAX = 255
+
+
+class Task(models.Model):
+    id = models.CharField(primary_key=True, max_length=64, default=new_id, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="tasks")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="tasks")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="sub_tasks"
+    )
+    triggering_agent_id = models.CharField(max_length=64, blank=True, default="")
+    created_by_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL)
+    created_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    internal_status = models.CharField(max_length=INTERNAL_STATUS_MAX, null=True, blank=True, default=None)
+    result = models.TextField(null=True, blank=True)
+    is_manually_stopped = models.BooleanField(default=False)
+    stop_requested_at = models.DateTimeField(null=True, blank=True)
+
+    input_text = models.TextField(blank=True, default="")
+    input_files = models.JSONField(default=list, blank=True)
+    input_attachments = models.JSONField(default=list, blank=True)
+    input_user = models.JSONField(null=True, blank=True)
+    user_id = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    user_tokens_encrypted = models.TextField(blank=True, default="")
+
+    events_streaming = models.BooleanField(default=False)
+    title = models.CharField(max_length=500, blank=True, default="")
+    source = models.CharField(max_length=200, blank=True, default="")
+    output_format = models.CharField(max_length=16, blank=True, default="")
+    output_schema = models.JSONField(null=True, blank=True)
+    payload_extension = models.JSONField(null=True, blank=True)
+    additional_context = models.TextField(blank=True, default="")
+    instructions_override = models.TextField(blank=True, default="")
+    expected_output = models.TextField(blank=True, default="")
+    think_mode = models.CharField(max_length=16, default="default")
+    disable_attachment_injection = models.BooleanField(default=False)
+    tool_call_limit = models.PositiveIntegerField(null=True, blank=True)
+    llm_model_provider = models.CharField(max_length=64, blank=True, default="")
+    llm_model_name = models.CharField(max_length=200, blank=True, default="")
+    llm_reasoning_effort = models.CharField(max_length=16, blank=True, default="")
+    return_metrics = models.BooleanField(default=False)
+    last_executed_node_id = models.CharField(max_length=200, blank=True, default="")
+    agent_version = models.CharField(max_length=64, blank=True, default="")
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    tokens = models.JSONField(default=dict, blank=True)
+    used_tools = models.JSONField(default=list, blank=True)
+    duration = models.FloatField(null=True, blank=True)
+    turns = models.PositiveIntegerField(default=1)
+    metrics = models.JSONField(null=True, blank=True)
+
+    # Event log and execution bookkeeping.
+    last_seq = models.PositiveIntegerField(default=0)
+    last_activity = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["organization", "agent", "-created_at"], name="task_org_agent_created"),
+            models.Index(fields=["organization", "user_id", "-created_at"], name="task_org_user_created"),
+            models.Index(fields=["status", "lease_expires_at"], name="task_status_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class TaskEvent(models.Model):
+    """One row per event, `seq` gap-free per task: the truth both SSE and websockets replay."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=64)
+    time = models.DateTimeField(default=timezone.now)
+    data = models.JSONField(null=True)
+
+    class Meta:
+        ordering = ["task", "seq"]
+        constraints = [models.UniqueConstraint(fields=["task", "seq"], name="uniq_task_event_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}#{self.seq} {self.type}"
+
+
+class ActivityKind(models.TextChoices):
+    MESSAGE = "message"
+    TOOL_CALL = "tool_call"
+    REASONING = "reasoning"
+    SUB_AGENT_TRIGGER = "sub_agent_trigger"
+    AUTH = "auth"
+
+
+class ActivityEntry(models.Model):
+    """An entry of the activity thread; `data` holds the wire fields besides id and created_at."""
+
+    id = models.CharField(primary_key=True, max_length=64, default=new_id, editable=False)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="activity")
+    position = models.PositiveIntegerField()
+    kind = models.CharField(max_length=32, choices=ActivityKind.choices)
+    turn = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["task", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "position"], name="uniq_activity_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} {self.kind} #{self.position}"

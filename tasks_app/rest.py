@@ -1,0 +1,248 @@
+"""The xpander-compatible REST API (xpander-wire.md section 9), served under /api.
+
+Routes parse and validate, call one task API function, and return the wire JSON; they never
+write rows themselves. Bodies are parsed here rather than by ninja so that malformed JSON is a
+400 and a wrong field a 422 that names it, as the wire contract asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI, Router
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from pydantic import BaseModel, ValidationError
+
+from console.access import actor_for_request
+from tasks_app import actions, bus, wire
+from tasks_app.actions import Actor
+from tasks_app.errors import BadRequest, Invalid, TaskApiError
+from tasks_app.models import TERMINAL_STATUSES, Task
+from tasks_app.schemas import EventIn, TaskCreateIn, TaskUpdateIn
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiKeyAuth:
+    """Ninja auth callable: x-api-key only, as the SDK sends it; the result is an Actor."""
+
+    def __call__(self, request: HttpRequest) -> Actor:
+        actor = actor_for_request(request)
+        request.actor = actor
+        return actor
+
+
+def json_body(request: HttpRequest) -> Any:
+    if not request.body:
+        return {}
+    try:
+        return json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Malformed JSON body: {exc}") from None
+
+
+def parse(model: type[M], raw: Any, prefix: str = "") -> M:
+    if not isinstance(raw, dict):
+        raise Invalid(prefix or "body", "must be a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise Invalid(f"{prefix}{field}", first["msg"]) from None
+
+
+def error_response(status: int, payload: dict[str, Any]) -> JsonResponse:
+    return JsonResponse(payload, status=status)
+
+
+def install_error_handlers(api: NinjaAPI) -> None:
+    @api.exception_handler(TaskApiError)
+    def _task_error(request: HttpRequest, exc: TaskApiError) -> HttpResponse:
+        return error_response(exc.status_code, exc.to_json())
+
+    @api.exception_handler(NinjaValidationError)
+    def _validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+        first = exc.errors[0] if exc.errors else {}
+        loc = [str(p) for p in first.get("loc", []) if p not in ("query", "path", "body")]
+        field = ".".join(loc) or "request"
+        return error_response(422, {"detail": f"{field}: {first.get('msg', 'invalid')}", "field": field})
+
+    @api.exception_handler(AuthenticationError)
+    def _auth(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+        return error_response(401, {"detail": "Missing or invalid API key (x-api-key header)"})
+
+    @api.exception_handler(HttpError)
+    def _http(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        return error_response(exc.status_code, {"detail": str(exc)})
+
+    @api.exception_handler(Exception)
+    def _crash(request: HttpRequest, exc: Exception) -> HttpResponse:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, {"detail": "Internal server error"})
+
+
+router = Router()
+
+
+def _task_response(task: Task) -> JsonResponse:
+    return JsonResponse(wire.task_json(task))
+
+
+# ---- tasks ----------------------------------------------------------------------------------
+
+
+@router.post("/agent-execution/{id}")
+def create_task(request: HttpRequest, id: str) -> HttpResponse:
+    data = parse(TaskCreateIn, json_body(request))
+    task = actions.create_task(request.auth, id, data)
+    return _task_response(task)
+
+
+@router.get("/agent-execution/executions/history/user/{user_id}")
+def list_user_tasks(request: HttpRequest, user_id: str) -> HttpResponse:
+    filters = {k: v for k, v in request.GET.items() if k in actions.LIST_FILTERS}
+    filters["user_id"] = user_id
+    tasks = actions.list_tasks(request.auth, filters=filters, limit=_limit(request))
+    return JsonResponse([wire.task_list_item_json(t) for t in tasks], safe=False)
+
+
+@router.get("/agent-execution/executions/history/{agent_id}")
+def list_agent_tasks(request: HttpRequest, agent_id: str) -> HttpResponse:
+    filters = {k: v for k, v in request.GET.items() if k in actions.LIST_FILTERS}
+    tasks = actions.list_tasks(request.auth, agent_id=agent_id, filters=filters, limit=_limit(request))
+    return JsonResponse([wire.task_list_item_json(t) for t in tasks], safe=False)
+
+
+def _limit(request: HttpRequest) -> int:
+    raw = request.GET.get("limit") or "100"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid("limit", "must be an integer") from None
+    if not 1 <= value <= 1000:
+        raise Invalid("limit", "must be between 1 and 1000")
+    return value
+
+
+@router.get("/agent-execution/{id}/status")
+def get_task(request: HttpRequest, id: str) -> HttpResponse:
+    return _task_response(actions.get_task(request.auth, id))
+
+
+UPDATE_SPARSE_KEYS = {"status", "result", "source", "last_executed_node_id", "tool_call_payload_extension",
+                      "internal_status", "title"}
+FULL_DUMP_MARKERS = {"id", "agent_id", "organization_id", "created_at", "input"}
+
+
+@router.patch("/agent-execution/{id}/update")
+def update_task(request: HttpRequest, id: str) -> HttpResponse:
+    raw = json_body(request)
+    data = parse(TaskUpdateIn, raw)
+    full_dump = bool(FULL_DUMP_MARKERS & set(raw))
+    fields = {k for k in raw if k in UPDATE_SPARSE_KEYS}
+    task = actions.update_task(request.auth, id, data, fields=fields, full_dump=full_dump)
+    return _task_response(task)
+
+
+@router.delete("/agent-execution/{id}")
+async def stop_task(request: HttpRequest, id: str) -> HttpResponse:
+    task = await actions.astop_task(request.auth, id)
+    if not task.is_finished:
+        task = await _wait_for_stop(request.auth, task)
+    return JsonResponse(await sync_to_async(wire.task_json)(task))
+
+
+async def _wait_for_stop(actor: Actor, task: Task) -> Task:
+    """Give the worker STOP_WAIT_SECONDS to cancel the run, then finish the stop ourselves."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(bus.group_name(task.id), channel)
+    try:
+        deadline = asyncio.get_running_loop().time() + settings.STOP_WAIT_SECONDS
+        current = await sync_to_async(actions.get_task)(actor, task.id)
+        while not current.is_finished:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                await actions.aforce_stop(task.id, "Stopped by request (the worker did not confirm in time)")
+                break
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), timeout=min(remaining, 0.5))
+                if message.get("status") not in TERMINAL_STATUSES:
+                    continue
+            except TimeoutError:
+                pass
+            current = await sync_to_async(actions.get_task)(actor, task.id)
+    finally:
+        await layer.group_discard(bus.group_name(task.id), channel)
+    return await sync_to_async(actions.get_task)(actor, task.id)
+
+
+@router.get("/activity/{agent_id}/{task_id}")
+def activity_log(request: HttpRequest, agent_id: str, task_id: str) -> HttpResponse:
+    task = actions.get_task(request.auth, task_id)
+    if task.agent_id != agent_id:
+        raise actions.NotFound(f"Task {task_id} not found for agent {agent_id}")
+    return JsonResponse(wire.activity_thread_json(task, actions.activity_entries(task)))
+
+
+@router.post("/agent-execution/{id}/events/push")
+def push_events(request: HttpRequest, id: str) -> HttpResponse:
+    raw = json_body(request)
+    items = raw if isinstance(raw, list) else [raw]
+    if len(items) > 500:
+        raise Invalid("body", "at most 500 events per push")
+    events = []
+    for index, item in enumerate(items):
+        event = parse(EventIn, item, prefix=f"[{index}].")
+        events.append((event.type, event.data))
+    rows = actions.push_events(request.auth, id, events)
+    return JsonResponse({"accepted": len(rows), "last_seq": rows[-1].seq if rows else None})
+
+
+# ---- agents as the SDK reads them -------------------------------------------------------------
+
+
+@router.get("/agents/list")
+def list_agents(request: HttpRequest) -> HttpResponse:
+    from console.models import Agent
+
+    agents = Agent.objects.filter(organization_id=request.auth.organization_id).order_by("name")
+    return JsonResponse(
+        [
+            {
+                "id": a.id,
+                "name": a.name,
+                "icon": "",
+                "instructions": {"role": [], "goal": [], "general": a.instructions},
+                "status": "ACTIVE",
+                "organization_id": a.organization_id,
+                "created_at": wire.iso(a.created_at),
+                "description": a.description,
+                "type": "regular",
+            }
+            for a in agents
+        ],
+        safe=False,
+    )
+
+
+@router.get("/agents/{agent_id}")
+def get_agent(request: HttpRequest, agent_id: str) -> HttpResponse:
+    agent = actions.get_agent(request.auth, agent_id)
+    return JsonResponse(wire.agent_json(agent))
+
+
+@router.get("/metadata/default_llm_extra_headers")
+def default_llm_extra_headers(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({})

@@ -1,0 +1,113 @@
+"""Server-sent events for one task: replay from the durable log, then follow live.
+
+The stream resumes after `Last-Event-ID` (or `?since=`), sends keep-alive comments, and closes
+once the task is finished and every event up to that point was sent: the official SDK's sync
+`events()` only returns when the server closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from console.access import actor_for_request
+from tasks_app import actions, bus, wire
+from tasks_app.errors import BadRequest, TaskApiError
+from tasks_app.models import TERMINAL_STATUSES, Task
+
+PAGE = 500
+
+
+def frame(task_id: str, organization_id: str, event: dict[str, Any]) -> str:
+    payload = wire.event_json(task_id, organization_id, event)
+    payload.pop("seq")
+    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def parse_resume_point(request: HttpRequest) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("since") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"Last-Event-ID must be an event sequence number, got {raw[:40]!r}") from None
+    if value < 0:
+        raise BadRequest("Last-Event-ID must not be negative")
+    return value
+
+
+def _fetch(task_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
+    rows = actions.events_after(task_id, after, limit=PAGE)
+    status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first() or "failed"
+    return [{"seq": r.seq, "type": r.type, "time": wire.iso(r.time), "data": r.data} for r in rows], status
+
+
+afetch = sync_to_async(_fetch)
+
+
+async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
+    try:
+        actor = await sync_to_async(actor_for_request)(request)
+        task = await sync_to_async(actions.get_task)(actor, task_id)
+        after = parse_resume_point(request)
+    except TaskApiError as exc:
+        return JsonResponse(exc.to_json(), status=exc.status_code)
+    response = StreamingHttpResponse(
+        follow(task.id, task.organization_id, after), content_type="text/event-stream; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-cache, no-store"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def follow(task_id: str, organization_id: str, after: int) -> AsyncIterator[str]:
+    """Yield SSE frames after `after` until the task is finished and fully sent."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = bus.group_name(task_id)
+    await layer.group_add(group, channel)  # subscribe before reading the log: nothing falls between
+    last = after
+    try:
+        yield ": connected\n\n"
+        while True:
+            events, status = await afetch(task_id, last)
+            for event in events:
+                yield frame(task_id, organization_id, event)
+                last = event["seq"]
+            if len(events) < PAGE:
+                break
+        if status in TERMINAL_STATUSES:
+            return
+        while True:
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), timeout=settings.SSE_KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                message = None
+            if message is not None:
+                events = [e for e in message.get("events", []) if e["seq"] > last]
+                status = message.get("status", "")
+                if events and events[0]["seq"] == last + 1:
+                    for event in events:
+                        yield frame(task_id, organization_id, event)
+                        last = event["seq"]
+                    if status not in TERMINAL_STATUSES:
+                        continue
+            # A gap, a quiet period or a final status: the log decides.
+            while True:
+                events, status = await afetch(task_id, last)
+                for event in events:
+                    yield frame(task_id, organization_id, event)
+                    last = event["seq"]
+                if len(events) < PAGE:
+                    break
+            if status in TERMINAL_STATUSES:
+                return
+    finally:
+        await layer.group_discard(group, channel)

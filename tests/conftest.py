@@ -1,0 +1,116 @@
+"""Shared personas: alice owns org A, bob is her teammate (member), vera a viewer in A,
+charlie owns org B. Each has an API key; `api` fixtures call the REST API as them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from console.models import Agent, ApiKey, Membership, Organization, Role
+
+
+@dataclass
+class Persona:
+    name: str
+    org: Organization
+    member: Membership
+    key: str
+    client: Client
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None, **headers: str):
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        fn = getattr(self.client, method.lower())
+        kwargs: dict[str, Any] = {"headers": {"x-api-key": self.key, **headers}}
+        if data is not None:
+            kwargs.update(data=data, content_type="application/json")
+        return fn(path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kw):
+        return self.call("POST", path, body, **kw)
+
+    def get(self, path: str, **kw):
+        return self.call("GET", path, **kw)
+
+    def patch(self, path: str, body: Any = None, **kw):
+        return self.call("PATCH", path, body, **kw)
+
+    def delete(self, path: str, **kw):
+        return self.call("DELETE", path, **kw)
+
+
+def make_persona(name: str, org: Organization, role: str) -> Persona:
+    user = get_user_model().objects.create_user(username=f"{name}@example.com", email=f"{name}@example.com")
+    member = Membership.objects.create(organization=org, user=user, role=role)
+    _, raw = ApiKey.issue(member)
+    return Persona(name, org, member, raw, Client())
+
+
+@pytest.fixture
+def org_a(db) -> Organization:
+    return Organization.objects.create(name="Acme")
+
+
+@pytest.fixture
+def org_b(db) -> Organization:
+    return Organization.objects.create(name="Bravo")
+
+
+@pytest.fixture
+def alice(org_a) -> Persona:
+    return make_persona("alice", org_a, Role.OWNER)
+
+
+@pytest.fixture
+def bob(org_a) -> Persona:
+    return make_persona("bob", org_a, Role.MEMBER)
+
+
+@pytest.fixture
+def vera(org_a) -> Persona:
+    return make_persona("vera", org_a, Role.VIEWER)
+
+
+@pytest.fixture
+def charlie(org_b) -> Persona:
+    return make_persona("charlie", org_b, Role.OWNER)
+
+
+@pytest.fixture
+def external_agent(alice) -> Agent:
+    """An agent run by the user's own code: its tasks wait as pending."""
+    r = alice.post("/api/v1/agents", {"name": "Worker", "framework": "external", "instructions": "Be brief."})
+    assert r.status_code == 201, r.content
+    return Agent.objects.get(pk=r.json()["id"])
+
+
+def create_body(text: str = "hello", **extra: Any) -> dict[str, Any]:
+    """The create body exactly as the official SDK sends it (xpander-wire.md 2.1)."""
+    body = {
+        "id": None, "input": {"text": text, "files": [], "user": None}, "payload_extension": None,
+        "source": None, "worker_id": None, "output_format": None, "output_schema": None,
+        "run_locally": False, "events_streaming": True, "additional_context": None,
+        "instructions_override": None, "test_run_node_id": None, "user_oidc_token": None,
+        "expected_output": None, "mcp_servers": [], "triggering_agent_id": None, "title": None,
+        "think_mode": "default", "disable_attachment_injection": False, "tool_call_limit": None,
+        "user_tokens": None, "return_metrics": False, "llm_model_provider": None, "llm_model_name": None,
+        "llm_reasoning_effort": None, "harness_cli": None, "permission_mode": None,
+    }
+    body.update(extra)
+    return body
+
+
+@pytest.fixture
+def task_of(alice, external_agent):
+    """Create a task on alice's external agent and return its JSON."""
+
+    def make(text: str = "hello", **extra: Any) -> dict[str, Any]:
+        r = alice.post(f"/api/agent-execution/{external_agent.id}", create_body(text, **extra))
+        assert r.status_code == 200, r.content
+        return r.json()
+
+    return make
