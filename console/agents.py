@@ -133,7 +133,9 @@ def _write_graph(actor: Actor, agent: Agent, graph: list[GraphItemIn]) -> None:
         item_id = item.item_id or ""
         if item.type == "mcp":
             if item.settings.mcp_settings is None:
-                raise Invalid(f"graph[{index}].settings.mcp_settings", "an mcp item needs mcp_settings with a url")
+                raise Invalid(
+                    f"graph[{index}].settings.mcp_settings", "an mcp item needs mcp_settings with a url"
+                )
             mcp = item.settings.mcp_settings.model_dump(exclude_none=True)
             for name in SECRET_MCP_KEYS:
                 value = mcp.pop(name, None)
@@ -144,10 +146,13 @@ def _write_graph(actor: Actor, agent: Agent, graph: list[GraphItemIn]) -> None:
         else:
             if not item.item_id:
                 raise Invalid(f"graph[{index}].item_id", "an agent item needs item_id, the sub-agent's id")
-            if item.item_id == agent.id or not Agent.objects.filter(
-                pk=item.item_id, organization_id=actor.organization_id
-            ).exists():
-                raise Invalid(f"graph[{index}].item_id", f"no other agent {item.item_id!r} in this organization")
+            if (
+                item.item_id == agent.id
+                or not Agent.objects.filter(pk=item.item_id, organization_id=actor.organization_id).exists()
+            ):
+                raise Invalid(
+                    f"graph[{index}].item_id", f"no other agent {item.item_id!r} in this organization"
+                )
         rows.append(
             GraphItem(
                 agent=agent,
@@ -212,7 +217,9 @@ def delete_agent(actor: Actor, agent: Agent) -> None:
     _require_admin(actor)
     used_by = GraphItem.objects.filter(type="agent", item_id=agent.id).select_related("agent").first()
     if used_by:
-        raise Conflict(f"Agent {agent.id} is a sub-agent of {used_by.agent.name!r}; remove it from that graph first")
+        raise Conflict(
+            f"Agent {agent.id} is a sub-agent of {used_by.agent.name!r}; remove it from that graph first"
+        )
     count = agent.tasks.count()
     if count:
         raise Conflict(f"Agent {agent.id} has {count} tasks; their history would be lost", tasks=count)

@@ -14,8 +14,18 @@ from django.http import HttpRequest, HttpResponse
 
 API_ROOTS = frozenset(
     {
-        "agent-execution", "activity", "agents", "agents-metrics", "mcp_auth", "metadata",
-        "memories", "tools", "media", "v1", "docs", "openapi.json",
+        "agent-execution",
+        "activity",
+        "agents",
+        "agents-metrics",
+        "mcp_auth",
+        "metadata",
+        "memories",
+        "tools",
+        "media",
+        "v1",
+        "docs",
+        "openapi.json",
     }
 )
 _SLASHES = re.compile(r"/{2,}")

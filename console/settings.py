@@ -105,14 +105,17 @@ SECRET_KEY = os.environ.get("SECRET_KEY") or _persistent_secret(
     "secret_key", lambda: secrets.token_urlsafe(50)
 )
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [
-    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
-]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Never derived from SECRET_KEY.
 FIELD_ENCRYPTION_KEYS = [
     k.strip() for k in os.environ.get("FIELD_ENCRYPTION_KEYS", "").split(",") if k.strip()
-] or [_persistent_secret("field_encryption_key", lambda: __import__("cryptography.fernet").fernet.Fernet.generate_key().decode())]
+] or [
+    _persistent_secret(
+        "field_encryption_key",
+        lambda: __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(),
+    )
+]
 
 INSTALLED_APPS = [
     "daphne",
@@ -175,7 +178,9 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -174,7 +174,9 @@ def _task_for_update(task_id: str) -> Task:
     return Task.objects.select_for_update().select_related("agent").get(pk=task_id)
 
 
-def _append_events(task: Task, events: Iterable[tuple[str, Any]], secrets: Iterable[str] = ()) -> list[TaskEvent]:
+def _append_events(
+    task: Task, events: Iterable[tuple[str, Any]], secrets: Iterable[str] = ()
+) -> list[TaskEvent]:
     """Append events with the next gap-free seqs; the caller holds the task row lock."""
     events = list(events)
     if not events:
@@ -249,7 +251,16 @@ def _finish(task: Task, status: str, result: str | None, *, manually: bool = Fal
     turn_started = task.started_at or task.created_at
     before = float((task.metrics or {}).get("duration_before_turn", 0.0))
     task.duration = round(before + (now - turn_started).total_seconds(), 3)
-    _save(task, "status", "result", "finished_at", "lease_owner", "lease_expires_at", "is_manually_stopped", "duration")
+    _save(
+        task,
+        "status",
+        "result",
+        "finished_at",
+        "lease_owner",
+        "lease_expires_at",
+        "is_manually_stopped",
+        "duration",
+    )
     _append_events(task, [("task_updated", _snapshot(task)), ("task_finished", _snapshot(task))])
 
 
@@ -315,7 +326,9 @@ def create_task(
             expected_output=data.expected_output or "",
             think_mode=data.think_mode or "default",
             disable_attachment_injection=data.disable_attachment_injection,
-            tool_call_limit=data.tool_call_limit if data.tool_call_limit is not None else agent.tool_call_limit,
+            tool_call_limit=data.tool_call_limit
+            if data.tool_call_limit is not None
+            else agent.tool_call_limit,
             llm_model_provider=data.llm_model_provider or "",
             llm_model_name=data.llm_model_name or "",
             llm_reasoning_effort=data.llm_reasoning_effort or "",
@@ -340,8 +353,10 @@ def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn) -> Task:
     """A follow-up turn: the same task goes back to executing with a new user message."""
     with transaction.atomic():
         try:
-            task = Task.objects.select_for_update().select_related("agent").get(
-                pk=data.id, organization_id=actor.organization_id, agent_id=agent.id
+            task = (
+                Task.objects.select_for_update()
+                .select_related("agent")
+                .get(pk=data.id, organization_id=actor.organization_id, agent_id=agent.id)
             )
         except Task.DoesNotExist:
             raise NotFound(f"Task {data.id} not found for agent {agent.id}") from None
@@ -370,9 +385,23 @@ def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn) -> Task:
         task.events_streaming = task.events_streaming or data.events_streaming
         task.metrics = {**(task.metrics or {}), "duration_before_turn": previous}
         _save(
-            task, "turns", "status", "result", "finished_at", "started_at", "stop_requested_at",
-            "is_manually_stopped", "attempts", "input_text", "input_files", "input_attachments",
-            "input_user", "user_id", "user_tokens_encrypted", "events_streaming", "metrics",
+            task,
+            "turns",
+            "status",
+            "result",
+            "finished_at",
+            "started_at",
+            "stop_requested_at",
+            "is_manually_stopped",
+            "attempts",
+            "input_text",
+            "input_files",
+            "input_attachments",
+            "input_user",
+            "user_id",
+            "user_tokens_encrypted",
+            "events_streaming",
+            "metrics",
         )
         _append_activity(task, ActivityKind.MESSAGE, _user_message(task, task.input_text, task.input_files))
         _append_events(task, [("task_updated", _snapshot(task))])
@@ -391,7 +420,9 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
     now = timezone.now()
     expires = now + timezone.timedelta(seconds=lease_seconds)
     with transaction.atomic():
-        claimed = Task.objects.filter(pk=task_id, status=Status.PENDING, stop_requested_at__isnull=True).update(
+        claimed = Task.objects.filter(
+            pk=task_id, status=Status.PENDING, stop_requested_at__isnull=True
+        ).update(
             status=Status.EXECUTING,
             lease_owner=worker_id,
             lease_expires_at=expires,
@@ -457,7 +488,9 @@ def finish_task(
             task.used_tools = [*(task.used_tools or []), *used_tools]
             _save(task, "used_tools")
         if final_message is not None:
-            _append_activity(task, ActivityKind.MESSAGE, {"role": "agent", "content": {"text": final_message}})
+            _append_activity(
+                task, ActivityKind.MESSAGE, {"role": "agent", "content": {"text": final_message}}
+            )
         _finish(task, status, result)
     return task
 
@@ -513,14 +546,18 @@ def stop_task(actor: Actor, task_id: str) -> Task:
         task = _task_for_update(get_task(actor, task_id).pk)
         if task.is_finished:
             raise Conflict(f"Task {task.id} is already {task.status}", status=task.status)
-        running_here = task.status == Status.EXECUTING and task.lease_owner and task.agent.framework == Framework.BUILTIN
+        running_here = (
+            task.status == Status.EXECUTING and task.lease_owner and task.agent.framework == Framework.BUILTIN
+        )
         task.stop_requested_at = timezone.now()
         task.is_manually_stopped = True
         _save(task, "stop_requested_at", "is_manually_stopped")
         if not running_here:
             _finish(task, Status.STOPPED, task.result or "Stopped by request", manually=True)
         children = list(
-            Task.objects.filter(parent_id=task.id).exclude(status__in=TERMINAL_STATUSES).values_list("id", flat=True)
+            Task.objects.filter(parent_id=task.id)
+            .exclude(status__in=TERMINAL_STATUSES)
+            .values_list("id", flat=True)
         )
         if running_here:
             transaction.on_commit(functools.partial(dispatch.request_cancel, task.id))
@@ -566,7 +603,11 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
         writable = not task.is_finished or not full_dump
         if writable:
             for name in ("source", "last_executed_node_id", "title"):
-                if name in fields and getattr(data, name) is not None and getattr(data, name) != getattr(task, name):
+                if (
+                    name in fields
+                    and getattr(data, name) is not None
+                    and getattr(data, name) != getattr(task, name)
+                ):
                     setattr(task, name, getattr(data, name))
                     changed.append(name)
             if "result" in fields and data.result is not None and data.result != task.result:
@@ -612,8 +653,16 @@ def set_internal_status(actor: Actor, task_id: str, value: str | None) -> Task:
 
 
 PUSHABLE_EVENTS = {
-    "chunk", "tool_call_request", "tool_call_result", "think", "analyze", "sub_agent_trigger",
-    "auth_event", "plan_updated", "context_status", "process_update",
+    "chunk",
+    "tool_call_request",
+    "tool_call_result",
+    "think",
+    "analyze",
+    "sub_agent_trigger",
+    "auth_event",
+    "plan_updated",
+    "context_status",
+    "process_update",
 }
 
 
@@ -623,7 +672,9 @@ def push_events(actor: Actor, task_id: str, events: list[tuple[str, Any]]) -> li
     _require_writer(actor)
     for index, (type_, _data) in enumerate(events):
         if type_ not in PUSHABLE_EVENTS:
-            raise Invalid(f"[{index}].type", f"{type_!r} cannot be pushed; one of {', '.join(sorted(PUSHABLE_EVENTS))}")
+            raise Invalid(
+                f"[{index}].type", f"{type_!r} cannot be pushed; one of {', '.join(sorted(PUSHABLE_EVENTS))}"
+            )
     with transaction.atomic():
         task = _task_for_update(get_task(actor, task_id).pk)
         for type_, data in events:
@@ -655,7 +706,12 @@ def _activity_from_event(type_: str, data: Any) -> tuple[str, dict[str, Any]] | 
             "query": data.get("query"),
             "reasoning": data.get("reasoning") if isinstance(data.get("reasoning"), dict) else {},
         }
-    if type_ == "auth_event" and data.get("type") in {"not_supported", "login_required", "token_issue", "token_ready"}:
+    if type_ == "auth_event" and data.get("type") in {
+        "not_supported",
+        "login_required",
+        "token_issue",
+        "token_ready",
+    }:
         return ActivityKind.AUTH, {"type": data["type"], "data": data.get("data") or {}}
     return None
 

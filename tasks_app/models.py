@@ -143,9 +143,7 @@ class ActivityEntry(models.Model):
 
     class Meta:
         ordering = ["task", "position"]
-        constraints = [
-            models.UniqueConstraint(fields=["task", "position"], name="uniq_activity_position")
-        ]
+        constraints = [models.UniqueConstraint(fields=["task", "position"], name="uniq_activity_position")]
 
     def __str__(self) -> str:
         return f"{self.task_id} {self.kind} #{self.position}"

@@ -138,8 +138,15 @@ def get_task(request: HttpRequest, id: str) -> HttpResponse:
     return _task_response(actions.get_task(request.auth, id))
 
 
-UPDATE_SPARSE_KEYS = {"status", "result", "source", "last_executed_node_id", "tool_call_payload_extension",
-                      "internal_status", "title"}
+UPDATE_SPARSE_KEYS = {
+    "status",
+    "result",
+    "source",
+    "last_executed_node_id",
+    "tool_call_payload_extension",
+    "internal_status",
+    "title",
+}
 FULL_DUMP_MARKERS = {"id", "agent_id", "organization_id", "created_at", "input"}
 
 

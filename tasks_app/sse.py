@@ -28,7 +28,9 @@ PAGE = 500
 def frame(task_id: str, organization_id: str, event: dict[str, Any]) -> str:
     payload = wire.event_json(task_id, organization_id, event)
     payload.pop("seq")
-    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+    return (
+        f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
+    )
 
 
 def parse_resume_point(request: HttpRequest) -> int:
@@ -86,7 +88,9 @@ async def follow(task_id: str, organization_id: str, after: int) -> AsyncIterato
             return
         while True:
             try:
-                message = await asyncio.wait_for(layer.receive(channel), timeout=settings.SSE_KEEPALIVE_SECONDS)
+                message = await asyncio.wait_for(
+                    layer.receive(channel), timeout=settings.SSE_KEEPALIVE_SECONDS
+                )
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 message = None

@@ -35,7 +35,11 @@ def tokens_json(tokens: dict | None) -> dict[str, int]:
 
 
 def task_input_json(task: Task) -> dict[str, Any]:
-    data: dict[str, Any] = {"text": task.input_text, "files": list(task.input_files or []), "user": task.input_user}
+    data: dict[str, Any] = {
+        "text": task.input_text,
+        "files": list(task.input_files or []),
+        "user": task.input_user,
+    }
     if task.input_attachments:
         data["attachments"] = task.input_attachments
     return data
@@ -44,7 +48,9 @@ def task_input_json(task: Task) -> dict[str, Any]:
 def task_json(task: Task, sub_executions: list[str] | None = None) -> dict[str, Any]:
     """The full Task JSON the SDK parses (xpander-wire.md section 3.1)."""
     if sub_executions is None:
-        sub_executions = [str(pk) for pk in task.sub_tasks.order_by("created_at").values_list("id", flat=True)]
+        sub_executions = [
+            str(pk) for pk in task.sub_tasks.order_by("created_at").values_list("id", flat=True)
+        ]
     return {
         "id": task.id,
         "agent_id": task.agent_id,
@@ -75,7 +81,9 @@ def task_json(task: Task, sub_executions: list[str] | None = None) -> dict[str, 
         "tool_call_limit": task.tool_call_limit,
         "llm_model_provider": task.llm_model_provider or None,
         "llm_model_name": task.llm_model_name or None,
-        "llm_reasoning_effort": task.llm_reasoning_effort if task.llm_reasoning_effort in REASONING_EFFORTS else None,
+        "llm_reasoning_effort": task.llm_reasoning_effort
+        if task.llm_reasoning_effort in REASONING_EFFORTS
+        else None,
         "return_metrics": bool(task.return_metrics),
         "last_executed_node_id": task.last_executed_node_id or None,
         "agent_version": task.agent_version or None,

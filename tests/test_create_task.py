@@ -11,9 +11,18 @@ from tests.conftest import create_body
 def test_it_creates_a_pending_task_with_the_wire_shape(alice, external_agent):
     body = create_body(
         "Summarise the report",
-        input={"text": "Summarise the report", "files": ["https://example.com/a.csv"],
-               "user": {"id": "u1", "email": "u1@example.com", "first_name": "Uma", "last_name": None,
-                        "additional_attributes": None, "timezone": None}},
+        input={
+            "text": "Summarise the report",
+            "files": ["https://example.com/a.csv"],
+            "user": {
+                "id": "u1",
+                "email": "u1@example.com",
+                "first_name": "Uma",
+                "last_name": None,
+                "additional_attributes": None,
+                "timezone": None,
+            },
+        },
         title="Report",
     )
     r = alice.post(f"/api/agent-execution/{external_agent.id}", body)
@@ -84,7 +93,9 @@ def test_it_names_the_wrong_field(alice, external_agent):
     r = alice.post(f"/api/agent-execution/{external_agent.id}", create_body(events_streaming="maybe"))
     assert r.status_code == 422
     assert r.json()["field"] == "events_streaming"
-    r = alice.post(f"/api/agent-execution/{external_agent.id}", create_body(input={"text": "x", "files": ["ftp://a"]}))
+    r = alice.post(
+        f"/api/agent-execution/{external_agent.id}", create_body(input={"text": "x", "files": ["ftp://a"]})
+    )
     assert r.status_code == 422
     assert r.json()["field"] == "input.files"
     r = alice.post(f"/api/agent-execution/{external_agent.id}", create_body(output_format="pdf"))
@@ -103,7 +114,9 @@ def test_it_rejects_a_prompt_over_the_limit(alice, external_agent):
 
 
 def test_it_requires_an_api_key(alice, external_agent):
-    r = alice.client.post(f"/api/agent-execution/{external_agent.id}", data="{}", content_type="application/json")
+    r = alice.client.post(
+        f"/api/agent-execution/{external_agent.id}", data="{}", content_type="application/json"
+    )
     assert r.status_code == 401
     r = alice.post(f"/api/agent-execution/{external_agent.id}", create_body(), **{"x-api-key": "atc_wrong"})
     assert r.status_code == 401

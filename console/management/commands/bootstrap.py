@@ -49,7 +49,9 @@ class Command(BaseCommand):
             is_first_user = not User.objects.exists()
             if user is None:
                 password = password or secrets.token_urlsafe(12)
-                user = User.objects.create_user(username=opts["email"], email=opts["email"], password=password)
+                user = User.objects.create_user(
+                    username=opts["email"], email=opts["email"], password=password
+                )
                 if is_first_user:  # the instance's first user administers it (Django admin)
                     user.is_staff = user.is_superuser = True
                     user.save(update_fields=["is_staff", "is_superuser"])
@@ -65,14 +67,18 @@ class Command(BaseCommand):
                 member.role = opts["role"]
                 member.save(update_fields=["role"])
             raw_key = None
-            has_key = ApiKey.objects.filter(membership=member, name="bootstrap", revoked_at__isnull=True).exists()
+            has_key = ApiKey.objects.filter(
+                membership=member, name="bootstrap", revoked_at__isnull=True
+            ).exists()
             if opts["new_key"] or not has_key:
                 _, raw_key = ApiKey.issue(member, name="bootstrap")
         if opts["json"]:
             self.stdout.write(json.dumps({"organization_id": org.id, "user_id": user.pk, "api_key": raw_key}))
             return
         self.stdout.write(f"Organization: {org.name} ({org.id})")
-        self.stdout.write(f"Sign in at /admin/ as {user.username}" + (f" with password {password}" if password else ""))
+        self.stdout.write(
+            f"Sign in at /admin/ as {user.username}" + (f" with password {password}" if password else "")
+        )
         if raw_key:
             self.stdout.write(f"API key (shown once, keep it): {raw_key}")
         else:
