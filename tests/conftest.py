@@ -133,3 +133,15 @@ def task_of(alice, external_agent):
         return r.json()
 
     return make
+
+
+@pytest.fixture(scope="session")
+def daphne_server(tmp_path_factory):
+    """One daphne server (embedded default) shared by the live tests of a session."""
+    from tests.live import LiveServer, server_env
+
+    workdir = tmp_path_factory.mktemp("live")
+    server = LiveServer(workdir, server_env(workdir))
+    server.start()
+    yield server
+    server.stop()
