@@ -1,8 +1,44 @@
-"""ASGI entry point: Django over HTTP (REST, SSE, pages); websockets join in the console issue."""
+"""ASGI entry point. In the embedded default the worker pool runs inside this process."""
+
+from __future__ import annotations
 
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
-application = get_asgi_application()
+django_app = get_asgi_application()
+
+from tasks_app.runtime.worker import start_embedded, stop_embedded  # noqa: E402 - needs Django set up
+
+
+async def application(scope, receive, send) -> None:
+    """Django, plus starting the embedded worker on lifespan startup or the first connection."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await start_embedded()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await stop_embedded()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await start_embedded()
+    await django_app(scope, receive, send)
+
+
+def _start_with_daphne() -> None:
+    """Daphne sends no lifespan events: start the pool as soon as its reactor runs."""
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    import asyncio
+
+    from twisted.internet import reactor
+
+    reactor.callLater(0, lambda: asyncio.ensure_future(start_embedded()))
+
+
+_start_with_daphne()

@@ -1,7 +1,9 @@
 """Path normalisation for the xpander-compatible API.
 
 The official SDK calls every route with or without a leading /{organization_id} segment and may
-produce `//` when XPANDER_BASE_URL ends with a slash; both map to the same views here.
+produce `//` when XPANDER_BASE_URL ends with a slash; both map to the same views here. The API is
+also mounted at /agent-controller: a base URL whose first path segment is `agent-controller` makes
+the SDK put the organization segment on every REST route, as xpander's agent-controller expects.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ API_ROOTS = frozenset(
     }
 )
 _SLASHES = re.compile(r"/{2,}")
+MOUNTS = frozenset({"api", "agent-controller"})
 
 
 def normalise(request: HttpRequest) -> None:
@@ -37,6 +40,8 @@ def normalise(request: HttpRequest) -> None:
         path = _SLASHES.sub("/", path)
     parts = path.split("/")
     # ['', 'api', '<org?>', '<root>', ...]
+    if len(parts) > 1 and parts[1] in MOUNTS:
+        parts[1] = "api"
     if len(parts) > 3 and parts[1] == "api" and parts[2] not in API_ROOTS and parts[3] in API_ROOTS:
         request.url_organization_id = parts[2]
         path = "/".join(parts[:2] + parts[3:])

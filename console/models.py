@@ -188,3 +188,33 @@ class GraphItem(models.Model):
 
     def secret_settings(self) -> dict:
         return crypto.decrypt_json(self.secret_settings_encrypted) if self.secret_settings_encrypted else {}
+
+
+class UserToken(models.Model):
+    """A member's (or an end user's) token for one MCP graph item, encrypted: the vault's rows.
+
+    Keyed by the end user's id as tasks carry it (`input.user.id`) and the graph item id, the same
+    key `user_tokens` uses. Sources: given with a task, pasted in the console, or an OAuth sign-in.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="user_tokens")
+    user_id = models.CharField(max_length=200)
+    graph_item_key = models.CharField(max_length=200)
+    token_encrypted = models.TextField()
+    source = models.CharField(max_length=16, default="task")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "user_id", "graph_item_key"], name="uniq_user_token_per_item"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"token of {self.user_id} for {self.graph_item_key}"
+
+    def reveal(self) -> str:
+        return crypto.decrypt(self.token_encrypted)

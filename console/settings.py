@@ -125,9 +125,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "channels",
     "console",
-    "tasks_app",
+    "tasks_app",  # before channels: its runworker command is ours
+    "channels",
 ]
 
 MIDDLEWARE = [
@@ -201,7 +201,9 @@ LOGIN_URL = "/admin/login/"
 # Task engine limits and behaviour.
 TASK_PROMPT_MAX_CHARS = _env_int("TASK_PROMPT_MAX_CHARS", 200_000)
 TASK_MAX_FILES = _env_int("TASK_MAX_FILES", 50)
-TASK_EXECUTION = os.environ.get("TASK_EXECUTION", "inprocess")  # inprocess | celery | none
+TASK_EXECUTION = os.environ.get("TASK_EXECUTION", "inprocess")  # inprocess | none (a separate runworker)
+if TASK_EXECUTION not in {"inprocess", "none"}:
+    raise ValueError(f"TASK_EXECUTION must be inprocess or none, got {TASK_EXECUTION!r}")
 WORKER_CONCURRENCY = _env_int("WORKER_CONCURRENCY", 1000)
 WORKER_LEASE_SECONDS = _env_float("WORKER_LEASE_SECONDS", 30.0)
 WORKER_HEARTBEAT_SECONDS = _env_float("WORKER_HEARTBEAT_SECONDS", 5.0)

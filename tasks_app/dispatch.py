@@ -3,8 +3,7 @@
 The task API calls `dispatch(task_id)` after a built-in task commits and `request_cancel(task_id)`
 after a stop request commits. Both are hints: the database row is the truth, so a task whose hint
 is lost is still found by a worker's poll, and a stop is still seen at the next lease heartbeat.
-Backends: the in-process asyncio pool (embedded default) registers itself when it starts; the
-Celery backend is chosen with TASK_EXECUTION=celery.
+Backends: the in-process asyncio pool (embedded default) registers itself when it starts.
 """
 
 from __future__ import annotations
@@ -53,10 +52,4 @@ def request_cancel(task_id: str) -> None:
 
 
 def install() -> None:
-    """Called from AppConfig.ready: register the configured out-of-process backend, if any."""
-    from django.conf import settings
-
-    if settings.TASK_EXECUTION == "celery":
-        from tasks_app.runtime import celery_backend
-
-        register(celery_backend.CeleryBackend())
+    """Called from AppConfig.ready. Backends register themselves when they start (see runtime.worker)."""

@@ -1,0 +1,83 @@
+"""Building the pydantic-ai model for a task from its agent's config and per-task overrides."""
+
+from __future__ import annotations
+
+import os
+
+from console.models import Agent
+from tasks_app.models import Task
+
+MODEL_RETRIES = int(os.environ.get("MODEL_MAX_RETRIES", "2"))
+MODEL_TIMEOUT = float(os.environ.get("MODEL_TIMEOUT_SECONDS", "120"))
+PROVIDERS = {"openai", "anthropic", "openai_compatible", "ollama"}
+OLLAMA_DEFAULT = "http://127.0.0.1:11434/v1"
+
+
+class ModelConfigError(Exception):
+    """The task cannot run because its model is not configured; the message says what to set."""
+
+
+def resolve(task: Task, agent: Agent) -> tuple[str, str, str, str | None]:
+    """(provider, model name, base url, api key) for this task."""
+    provider = (task.llm_model_provider or agent.model_provider or "openai").lower()
+    if provider not in PROVIDERS:
+        raise ModelConfigError(
+            f"Unknown model provider {provider!r}; use one of {', '.join(sorted(PROVIDERS))}"
+        )
+    name = task.llm_model_name or agent.model_name
+    if not name:
+        raise ModelConfigError(f"Agent {agent.name!r} has no model_name")
+    base_url = agent.model_base_url or (OLLAMA_DEFAULT if provider == "ollama" else "")
+    key = agent.get_model_api_key()
+    if not key:
+        key = {
+            "openai": os.environ.get("OPENAI_API_KEY"),
+            "anthropic": os.environ.get("ANTHROPIC_API_KEY"),
+        }.get(provider)
+    if provider in {"openai", "anthropic"} and not key:
+        env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
+        raise ModelConfigError(
+            f"No API key for model provider {provider}: set model_api_key on agent {agent.name!r} "
+            f"(PATCH /api/v1/agents/{agent.id}) or {env} in the server's environment"
+        )
+    if provider == "openai_compatible" and not base_url:
+        raise ModelConfigError(
+            f"Agent {agent.name!r} uses an OpenAI-compatible provider but has no model_base_url"
+        )
+    return provider, name, base_url, key
+
+
+def build_model(task: Task, agent: Agent):
+    """A pydantic-ai model with bounded retries (the provider SDKs back off on 429/5xx)."""
+    provider, name, base_url, key = resolve(task, agent)
+    if provider == "anthropic":
+        from anthropic import AsyncAnthropic
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
+        client = AsyncAnthropic(
+            api_key=key, base_url=base_url or None, max_retries=MODEL_RETRIES, timeout=MODEL_TIMEOUT
+        )
+        return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=client))
+    from openai import AsyncOpenAI
+    from pydantic_ai.models.openai import OpenAIChatModel
+
+    client = AsyncOpenAI(
+        api_key=key or "not-needed",
+        base_url=base_url or None,
+        max_retries=MODEL_RETRIES,
+        timeout=MODEL_TIMEOUT,
+    )
+    if provider == "openai":
+        from pydantic_ai.providers.openai import OpenAIProvider
+
+        return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
+    from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
+
+    return OpenAIChatModel(name, provider=OpenAICompatibleProvider(provider, openai_client=client))
+
+
+def supports_native_pdf(task: Task, agent: Agent) -> bool:
+    """OpenAI and Anthropic take PDFs as documents; generic compatible endpoints get extracted text."""
+    provider = (task.llm_model_provider or agent.model_provider or "openai").lower()
+    return provider in {"openai", "anthropic"}

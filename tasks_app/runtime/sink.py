@@ -1,0 +1,77 @@
+"""Buffering a run's output into the task's logs: text deltas coalesced, writes batched.
+
+Nothing is written per token: chunks gather for CHUNK_COALESCE_SECONDS, and every other event
+first flushes the text before it, so the log keeps the order the model produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from django.conf import settings
+
+from tasks_app import actions
+
+log = logging.getLogger(__name__)
+
+
+class EventSink:
+    def __init__(self, task_id: str, secrets: list[str]) -> None:
+        self.task_id = task_id
+        self.secrets = secrets
+        self._text: list[str] = []
+        self._events: list[tuple[str, Any]] = []
+        self._activity: list[tuple[str, dict[str, Any]]] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._writer = asyncio.create_task(self._run())
+
+    def chunk(self, text: str) -> None:
+        if text:
+            self._text.append(text)
+            self._wake.set()
+
+    def event(self, type_: str, data: Any, activity: tuple[str, dict[str, Any]] | None = None) -> None:
+        self._take_text()
+        self._events.append((type_, data))
+        if activity:
+            self._activity.append(activity)
+        self._wake.set()
+
+    def activity(self, kind: str, data: dict[str, Any]) -> None:
+        self._take_text()
+        self._activity.append((kind, data))
+        self._wake.set()
+
+    def _take_text(self) -> None:
+        if self._text:
+            self._events.append(("chunk", "".join(self._text)))
+            self._text = []
+
+    async def _run(self) -> None:
+        while not self._closed:
+            await self._wake.wait()
+            if self._text and not self._events and not self._activity:
+                await asyncio.sleep(settings.CHUNK_COALESCE_SECONDS)
+            self._wake.clear()
+            await self._write()
+
+    async def _write(self) -> None:
+        self._take_text()
+        if not self._events and not self._activity:
+            return
+        events, activity = self._events, self._activity
+        self._events, self._activity = [], []
+        await actions.arecord_progress(self.task_id, events=events, activity=activity, secrets=self.secrets)
+
+    async def close(self) -> None:
+        """Write everything still buffered; safe to call from a cancelled run's cleanup."""
+        self._closed = True
+        self._wake.set()
+        try:
+            await asyncio.shield(self._writer)
+        except Exception:
+            log.exception("event writer for task %s failed", self.task_id)
+        await asyncio.shield(self._write())

@@ -1,0 +1,155 @@
+"""The worker: an asyncio pool that runs many tasks at once in one process.
+
+It claims pending built-in tasks with a conditional UPDATE (so two workers never run one task),
+renews each task's lease with a heartbeat that also notices stop requests, and reaps tasks whose
+lease expired (a crashed worker) back to the queue, or fails them after WORKER_MAX_ATTEMPTS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from console.models import Framework
+from tasks_app import actions, dispatch
+from tasks_app.models import Status, Task
+from tasks_app.runtime.runner import run_turn
+
+log = logging.getLogger(__name__)
+
+
+def _pending_ids(limit: int) -> list[str]:
+    return list(
+        Task.objects.filter(
+            status=Status.PENDING, agent__framework=Framework.BUILTIN, stop_requested_at__isnull=True
+        )
+        .order_by("created_at")
+        .values_list("id", flat=True)[:limit]
+    )
+
+
+class WorkerPool:
+    def __init__(self, worker_id: str | None = None, concurrency: int | None = None) -> None:
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.concurrency = concurrency or settings.WORKER_CONCURRENCY
+        self.running: dict[str, asyncio.Task] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._hints: asyncio.Queue[str] | None = None
+        self._loops: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._hints = asyncio.Queue()
+        dispatch.register(self)
+        self._loops = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._reap_loop())]
+        log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
+
+    async def stop(self) -> None:
+        dispatch.unregister(self)
+        for t in self._loops:
+            t.cancel()
+        for t in list(self.running.values()):
+            t.cancel()
+        await asyncio.gather(*self._loops, *self.running.values(), return_exceptions=True)
+
+    # Thread-safe hints from the task API (they may come from a sync_to_async thread).
+    def submit(self, task_id: str) -> None:
+        if self.loop and self._hints is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._hints.put_nowait, task_id)
+
+    def cancel(self, task_id: str) -> None:
+        if self.loop and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._cancel_local, task_id)
+
+    def _cancel_local(self, task_id: str) -> None:
+        run = self.running.get(task_id)
+        if run is not None:
+            run.cancel()
+
+    async def _claim_loop(self) -> None:
+        assert self._hints is not None
+        while True:
+            candidates: list[str] = []
+            try:
+                first = await asyncio.wait_for(self._hints.get(), timeout=settings.WORKER_POLL_SECONDS)
+                candidates.append(first)
+                while not self._hints.empty():
+                    candidates.append(self._hints.get_nowait())
+            except TimeoutError:
+                candidates = await sync_to_async(_pending_ids)(max(self.concurrency - len(self.running), 0))
+            for task_id in dict.fromkeys(candidates):
+                if len(self.running) >= self.concurrency or task_id in self.running:
+                    continue
+                try:
+                    task = await actions.aclaim_task(task_id, self.worker_id, settings.WORKER_LEASE_SECONDS)
+                except Exception:
+                    log.exception("claiming task %s failed", task_id)
+                    continue
+                if task is not None:
+                    self.running[task_id] = asyncio.create_task(self._execute(task_id))
+
+    async def _execute(self, task_id: str) -> None:
+        run = asyncio.create_task(run_turn(task_id, self.worker_id))
+        beat = asyncio.create_task(self._heartbeat(task_id, run))
+        try:
+            await run
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("task %s: the runner raised", task_id)
+            await actions.afinish_task(
+                task_id, Status.ERROR, "The worker failed while running this task", worker_id=self.worker_id
+            )
+        finally:
+            beat.cancel()
+            self.running.pop(task_id, None)
+
+    async def _heartbeat(self, task_id: str, run: asyncio.Task) -> None:
+        renew = sync_to_async(actions.renew_lease)
+        while not run.done():
+            await asyncio.sleep(settings.WORKER_HEARTBEAT_SECONDS)
+            try:
+                alive = await renew(task_id, self.worker_id, settings.WORKER_LEASE_SECONDS)
+            except Exception:
+                log.exception("lease renewal for task %s failed", task_id)
+                continue
+            if not alive:  # stopped, finished elsewhere, or taken over: stop running it
+                run.cancel()
+                return
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(settings.WORKER_LEASE_SECONDS / 2, 0.5))
+            try:
+                for task_id in await actions.arequeue_expired(settings.WORKER_MAX_ATTEMPTS):
+                    self.submit(task_id)
+            except Exception:
+                log.exception("reaper pass failed")
+
+
+_embedded: WorkerPool | None = None
+
+
+async def start_embedded() -> WorkerPool | None:
+    """Start the in-process pool once per server process (the embedded default)."""
+    global _embedded
+    if settings.TASK_EXECUTION != "inprocess" or _embedded is not None:
+        return _embedded
+    _embedded = WorkerPool()
+    await _embedded.start()
+    return _embedded
+
+
+async def stop_embedded() -> None:
+    global _embedded
+    if _embedded is not None:
+        pool, _embedded = _embedded, None
+        with contextlib.suppress(Exception):
+            await pool.stop()
