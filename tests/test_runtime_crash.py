@@ -22,8 +22,14 @@ pytestmark = pytest.mark.live
 @pytest.fixture
 def split_server(tmp_path):
     """A server without its own worker (TASK_EXECUTION=none), so workers run as separate processes."""
-    env = server_env(tmp_path, TASK_EXECUTION="none", WORKER_LEASE_SECONDS="1.5",
-                     WORKER_HEARTBEAT_SECONDS="0.3", WORKER_POLL_SECONDS="0.2", WORKER_MAX_ATTEMPTS="2")
+    env = server_env(
+        tmp_path,
+        TASK_EXECUTION="none",
+        WORKER_LEASE_SECONDS="1.5",
+        WORKER_HEARTBEAT_SECONDS="0.3",
+        WORKER_POLL_SECONDS="0.2",
+        WORKER_MAX_ATTEMPTS="2",
+    )
     server = LiveServer(tmp_path, env)
     server.start()
     yield server
@@ -32,15 +38,22 @@ def split_server(tmp_path):
 
 def start_worker(server: LiveServer) -> subprocess.Popen:
     log = open(server.workdir / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
-    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runworker"], env=server.env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "runworker"],
+        env=server.env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_a_killed_worker_is_replaced_and_the_task_completes(split_server):
     alice = split_server.account("Crash Org", "alice@crash.test")
     api = split_server.client(alice)
     marker = f"[crash-{uuid.uuid4().hex[:6]}]"
-    with ScriptedModel(scripts={marker: [Turn.reply("never", chunks=2, hang=True), Turn.reply("Recovered.")]}) as model:
+    with ScriptedModel(
+        scripts={marker: [Turn.reply("never", chunks=2, hang=True), Turn.reply("Recovered.")]}
+    ) as model:
         agent = builtin_agent(api, model)
         task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": f"{marker} go"}}).json()
         first = start_worker(split_server)
@@ -72,8 +85,10 @@ def test_it_fails_clearly_after_the_last_attempt(split_server):
         task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": f"{marker} go"}}).json()
         for attempt in (1, 2):
             worker = start_worker(split_server)
-            model.wait_for(lambda n=attempt: len(model.requests) >= n and model.requests[n - 1].chunks_sent >= 1,
-                           timeout=30)
+            model.wait_for(
+                lambda n=attempt: len(model.requests) >= n and model.requests[n - 1].chunks_sent >= 1,
+                timeout=30,
+            )
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait(timeout=10)
         reaper = start_worker(split_server)
