@@ -45,8 +45,9 @@ def parse_resume_point(request: HttpRequest) -> int:
 
 
 def _fetch(task_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
-    rows = actions.events_after(task_id, after, limit=PAGE)
+    # Status first: a final status commits with its events, so reading the log after it sees them all.
     status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first() or "failed"
+    rows = actions.events_after(task_id, after, limit=PAGE)
     return [{"seq": r.seq, "type": r.type, "time": wire.iso(r.time), "data": r.data} for r in rows], status
 
 
