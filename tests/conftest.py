@@ -13,6 +13,8 @@ from django.test import Client
 
 from console.models import Agent, ApiKey, Membership, Organization, Role
 
+pytest_plugins = ["tests.tools.fixtures"]
+
 
 @dataclass
 class Persona:

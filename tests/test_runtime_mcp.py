@@ -8,7 +8,6 @@ import uuid
 import pytest
 
 from tests.test_runtime_run import builtin_agent, sse
-from tests.tools.fixtures import mcp_server, mcp_server_session  # noqa: F401
 from tests.tools.scripted_model import ScriptedModel, Turn
 
 pytestmark = pytest.mark.live

@@ -1,0 +1,81 @@
+"""A task's files reach the model: images as images, PDFs as text for a model without PDF input,
+readable files inlined, other files by URL with a note; a file that cannot be fetched fails clearly."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.test_runtime_run import builtin_agent, sse
+from tests.tools.fixtures import REPORT_TEXT
+from tests.tools.scripted_model import ScriptedModel, Turn
+
+pytestmark = pytest.mark.live
+
+
+def test_files_are_sorted_and_composed_like_to_message(daphne_server, file_server):
+    alice = daphne_server.account("Files Org", "alice@files.test")
+    api = daphne_server.client(alice)
+    marker = f"[files-{uuid.uuid4().hex[:6]}]"
+    urls = [file_server.url(p) for p in ("/tiny.png", "/report.pdf", "/data.csv", "/notes.txt")]
+    urls.append("https://example.com/archive.zip")
+    with ScriptedModel(scripts={marker: [Turn.reply("Seen.")]}) as model:
+        agent = builtin_agent(api, model)
+        task = api.post(
+            f"/agent-execution/{agent['id']}",
+            json={"input": {"text": f"{marker} read these", "files": urls}, "events_streaming": True},
+        ).json()
+        events = sse(daphne_server, alice, task["id"])
+        body = model.requests[0].body
+    assert events[-1]["data"]["status"] == "completed", events[-1]["data"]["result"]
+    user = [m for m in body["messages"] if m["role"] == "user"][-1]
+    parts = (
+        user["content"] if isinstance(user["content"], list) else [{"type": "text", "text": user["content"]}]
+    )
+    text = "".join(p.get("text", "") for p in parts if p["type"] == "text")
+    assert text.startswith(f"{marker} read these\nFiles: {urls[0]}, ")
+    assert "\nFiles contents:\n" in text
+    assert json.dumps({"url": urls[2], "content": "name,qty,price\nwidget,3,2.50\ngadget,1,10.00\n"}) in text
+    assert REPORT_TEXT in text  # the PDF's text: this model takes no PDF documents
+    assert "caf\\u00e9" in text
+    assert "\nAttachment notes:\n- https://example.com/archive.zip" in text
+    assert any(p["type"] == "image_url" for p in parts)
+
+
+def test_a_file_that_cannot_be_fetched_fails_the_task(daphne_server, file_server):
+    alice = daphne_server.account("Files Org", "alice@files.test")
+    api = daphne_server.client(alice)
+    marker = f"[nofile-{uuid.uuid4().hex[:6]}]"
+    with ScriptedModel(scripts={marker: [Turn.reply("unused")]}) as model:
+        agent = builtin_agent(api, model)
+        task = api.post(
+            f"/agent-execution/{agent['id']}",
+            json={
+                "input": {"text": marker, "files": [file_server.url("/missing.csv")]},
+                "events_streaming": True,
+            },
+        ).json()
+        events = sse(daphne_server, alice, task["id"])
+        assert model.requests == []
+    final = events[-1]["data"]
+    assert final["status"] == "failed"
+    assert "/missing.csv: the server answered 404" in final["result"]
+
+
+def test_private_addresses_are_refused_unless_allowlisted(daphne_server):
+    alice = daphne_server.account("Files Org", "alice@files.test")
+    api = daphne_server.client(alice)
+    marker = f"[ssrf-{uuid.uuid4().hex[:6]}]"
+    with ScriptedModel(scripts={marker: [Turn.reply("unused")]}) as model:
+        agent = builtin_agent(api, model)
+        task = api.post(
+            f"/agent-execution/{agent['id']}",
+            json={
+                "input": {"text": marker, "files": ["http://10.1.2.3/secret.txt"]},
+                "events_streaming": True,
+            },
+        ).json()
+        events = sse(daphne_server, alice, task["id"])
+    assert "refusing to fetch from a private" in events[-1]["data"]["result"]
