@@ -218,3 +218,18 @@ class UserToken(models.Model):
 
     def reveal(self) -> str:
         return crypto.decrypt(self.token_encrypted)
+
+
+class McpTokenAccess(models.Model):
+    """Audit of every token handed out through the SDK's get_token route (never the token itself)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="token_accesses")
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL)
+    agent_id = models.CharField(max_length=64)
+    user_id = models.CharField(max_length=200)
+    graph_item_key = models.CharField(max_length=200, blank=True, default="")
+    outcome = models.CharField(max_length=32)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.outcome} for {self.user_id} on {self.graph_item_key}"

@@ -6,12 +6,13 @@ from django.urls import path, re_path
 from ninja import NinjaAPI
 
 from console import rest_agents
-from tasks_app import rest, sse
+from tasks_app import rest, rest_backend, sse
 
 api = NinjaAPI(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
 rest.install_error_handlers(api)
 api.add_router("/v1/agents", rest_agents.router)
 api.add_router("", rest.router)
+api.add_router("", rest_backend.router)
 
 
 def api_not_found(request: HttpRequest, rest_of_path: str = "") -> JsonResponse:

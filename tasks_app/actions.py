@@ -11,6 +11,7 @@ async_to_sync.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 from collections.abc import Callable, Iterable
@@ -23,7 +24,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from console import crypto
+from console import crypto, vault
 from console.models import Agent, Framework, Role
 from tasks_app import bus, dispatch, wire
 from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
@@ -37,7 +38,7 @@ from tasks_app.models import (
     Task,
     TaskEvent,
 )
-from tasks_app.schemas import TaskCreateIn, TaskUpdateIn
+from tasks_app.schemas import MetricsReportIn, TaskCreateIn, TaskReportIn, TaskUpdateIn
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -239,7 +240,9 @@ def _snapshot(task: Task) -> dict[str, Any]:
     return wire.task_json(task)
 
 
-def _finish(task: Task, status: str, result: str | None, *, manually: bool = False) -> None:
+def _finish(
+    task: Task, status: str, result: str | None, *, manually: bool = False, duration: float | None = None
+) -> None:
     now = timezone.now()
     task.status = status
     if result is not None:
@@ -250,7 +253,7 @@ def _finish(task: Task, status: str, result: str | None, *, manually: bool = Fal
     task.is_manually_stopped = task.is_manually_stopped or manually
     turn_started = task.started_at or task.created_at
     before = float((task.metrics or {}).get("duration_before_turn", 0.0))
-    task.duration = round(before + (now - turn_started).total_seconds(), 3)
+    task.duration = round(before + (now - turn_started).total_seconds(), 3) if duration is None else duration
     _save(
         task,
         "status",
@@ -335,6 +338,8 @@ def create_task(
             return_metrics=data.return_metrics,
         )
         task.save(force_insert=True)
+        if data.user_tokens:
+            vault.hold_task_tokens(agent, task.user_id, data.user_tokens)
         _append_activity(task, ActivityKind.MESSAGE, _user_message(task, task.input_text, files))
         _append_events(task, [("task_created", _snapshot(task))])
         if agent.framework == Framework.BUILTIN:
@@ -382,6 +387,7 @@ def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn) -> Task:
         if data.user_tokens:
             merged = {**task_user_tokens(task), **data.user_tokens}
             task.user_tokens_encrypted = crypto.encrypt_json(merged)
+            vault.hold_task_tokens(agent, task.user_id, data.user_tokens)
         task.events_streaming = task.events_streaming or data.events_streaming
         task.metrics = {**(task.metrics or {}), "duration_before_turn": previous}
         _save(
@@ -562,10 +568,8 @@ def stop_task(actor: Actor, task_id: str) -> Task:
         if running_here:
             transaction.on_commit(functools.partial(dispatch.request_cancel, task.id))
     for child in children:
-        try:
+        with contextlib.suppress(Conflict):
             stop_task(Actor(task.organization_id, SYSTEM), child)
-        except Conflict:
-            pass
     return task
 
 
@@ -616,6 +620,11 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
         if changed:
             _save(task, *changed)
         if new_status in TERMINAL_STATUSES:
+            if new_status == Status.COMPLETED and task.result:
+                # An external worker's answer belongs in the thread, as the runtime's final message does.
+                _append_activity(
+                    task, ActivityKind.MESSAGE, {"role": "agent", "content": {"text": task.result}}
+                )
             _finish(task, new_status, None, manually=new_status == Status.STOPPED)
         elif new_status:
             task.status = new_status
@@ -714,6 +723,86 @@ def _activity_from_event(type_: str, data: Any) -> tuple[str, dict[str, Any]] | 
     }:
         return ActivityKind.AUTH, {"type": data["type"], "data": data.get("data") or {}}
     return None
+
+
+@_action
+def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Task:
+    """A task that ran outside the server lands finished, with its activity and task_finished event."""
+    _require_writer(actor)
+    agent = get_agent(actor, agent_id)
+    text = data.input or ""
+    if len(text) > settings.TASK_PROMPT_MAX_CHARS:
+        raise TooLarge(f"Input is {len(text)} characters; the limit is {settings.TASK_PROMPT_MAX_CHARS}")
+    answer = data.result if data.result is not None else _response_text(data.llm_response)
+    status = Status.COMPLETED if data.is_success else Status.FAILED
+    with transaction.atomic():
+        existing = Task.objects.select_for_update().filter(pk=data.id).first() if data.id else None
+        if existing is not None:
+            if existing.organization_id != actor.organization_id or existing.agent_id != agent.id:
+                raise Conflict(f"Task id {data.id} is already in use")
+            if existing.is_finished:
+                raise Conflict(f"Task {existing.id} is already {existing.status}", status=existing.status)
+            task = existing
+        else:
+            task = Task(
+                organization_id=agent.organization_id,
+                agent=agent,
+                created_by_key_id=actor.api_key_id,
+                created_by_user_id=actor.user_id,
+                input_text=text,
+                source="external_report",
+                status=Status.EXECUTING,
+            )
+            if data.id:
+                task.id = data.id
+            task.save(force_insert=True)
+            _append_activity(task, ActivityKind.MESSAGE, _user_message(task, text, []))
+            _append_events(task, [("task_created", _snapshot(task))])
+        if data.tokens:
+            task.tokens = _add_tokens(task.tokens, data.tokens.model_dump())
+        task.used_tools = [*(task.used_tools or []), *(data.used_tools or [])]
+        if data.llm_response is not None:
+            task.metrics = {
+                **(task.metrics or {}),
+                "llm_response": mask(data.llm_response, _task_secrets(task)),
+            }
+        task.started_at = task.started_at or task.created_at
+        _save(task, "tokens", "used_tools", "metrics", "started_at")
+        if answer:
+            _append_activity(task, ActivityKind.MESSAGE, {"role": "agent", "content": {"text": answer}})
+        _finish(task, status, answer, duration=float(data.duration) if data.duration else None)
+    return task
+
+
+def _response_text(response: Any) -> str | None:
+    """The answer text of a raw LLM response (a string, or an OpenAI-style object)."""
+    if response is None or isinstance(response, str):
+        return response
+    if isinstance(response, dict):
+        for key in ("content", "text", "output", "result"):
+            if isinstance(response.get(key), str):
+                return response[key]
+        choices = response.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            message = choices[0].get("message") or {}
+            if isinstance(message.get("content"), str):
+                return message["content"]
+    return None
+
+
+@_action
+def record_metrics(actor: Actor, agent_id: str, data: MetricsReportIn) -> Task:
+    """Store an execution metrics report against its task (the SDK's task.report_metrics())."""
+    _require_writer(actor)
+    with transaction.atomic():
+        task = _task_for_update(get_task(actor, data.execution_id).pk)
+        if task.agent_id != agent_id:
+            raise NotFound(f"Task {data.execution_id} not found for agent {agent_id}")
+        reports = list((task.metrics or {}).get("reports", []))[-49:]
+        reports.append(mask(data.model_dump(mode="json"), _task_secrets(task)))
+        task.metrics = {**(task.metrics or {}), "reports": reports}
+        _save(task, "metrics")
+    return task
 
 
 # Async twins for callers on an event loop (async views, SSE, the runtime).

@@ -109,3 +109,34 @@ class EventIn(Lenient):
 
     type: str = Field(min_length=1, max_length=64)
     data: Any = None
+
+
+class TokensIn(Lenient):
+    completion_tokens: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+    cache_read_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+
+
+class TaskReportIn(Lenient):
+    """POST /agent-execution/{agent_id}/report_task: a task that ran outside the server."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+    input: str | None = None
+    llm_response: Any = None
+    tokens: TokensIn | None = None
+    is_success: bool = True
+    result: str | None = None
+    duration: float | None = Field(default=0, ge=0)
+    used_tools: list[str] | None = None
+
+
+class MetricsReportIn(BaseModel):
+    """POST /agents-metrics/{agent_id}/execution: the SDK's ExecutionMetricsReport."""
+
+    model_config = ConfigDict(extra="allow")
+
+    execution_id: str = Field(min_length=1, max_length=64)
+    status: str | None = None
+    duration: float | None = None
+    ai_model: str | None = None

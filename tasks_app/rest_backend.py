@@ -1,0 +1,46 @@
+"""Routes the official SDK's Backend and external workers call beside the Tasks module.
+
+Reporting tasks that ran elsewhere, their metrics, and handing an MCP server's user token to an
+external worker (`get_token`, xpander-wire.md section 6). Every token handed out is audited.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Router
+
+from console import vault
+from tasks_app import actions, wire
+from tasks_app.rest import json_body, parse
+from tasks_app.schemas import MetricsReportIn, TaskReportIn
+
+router = Router()
+
+
+@router.post("/agent-execution/{agent_id}/report_task")
+def report_task(request: HttpRequest, agent_id: str) -> HttpResponse:
+    data = parse(TaskReportIn, json_body(request))
+    return JsonResponse(wire.task_json(actions.report_external_task(request.auth, agent_id, data)))
+
+
+@router.post("/agents-metrics/{agent_id}/execution")
+def report_metrics(request: HttpRequest, agent_id: str) -> HttpResponse:
+    data = parse(MetricsReportIn, json_body(request))
+    task = actions.record_metrics(request.auth, agent_id, data)
+    return JsonResponse({"task_id": task.id, "stored": True})
+
+
+@router.post("/mcp_auth/{agent_id}/{user_id}/get_token")
+def get_token(request: HttpRequest, agent_id: str, user_id: str) -> HttpResponse:
+    agent = actions.get_agent(request.auth, agent_id)
+    raw = json_body(request)
+    if not isinstance(raw, dict):
+        raise actions.Invalid("body", "must be the MCP server details object")
+    response = vault.get_token_response(
+        organization_id=request.auth.organization_id,
+        api_key_id=request.auth.api_key_id,
+        agent=agent,
+        user_id=user_id,
+        details=raw,
+    )
+    return JsonResponse(response)
