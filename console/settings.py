@@ -200,6 +200,7 @@ LOGIN_URL = "/admin/login/"
 # Task engine limits and behaviour.
 TASK_PROMPT_MAX_CHARS = _env_int("TASK_PROMPT_MAX_CHARS", 200_000)
 TASK_MAX_FILES = _env_int("TASK_MAX_FILES", 50)
+TASK_UPLOAD_MAX_BYTES = _env_int("TASK_UPLOAD_MAX_BYTES", 25 * 1024 * 1024)
 TASK_EXECUTION = os.environ.get("TASK_EXECUTION", "inprocess")  # inprocess | none (a separate runworker)
 if TASK_EXECUTION not in {"inprocess", "none"}:
     raise ValueError(f"TASK_EXECUTION must be inprocess or none, got {TASK_EXECUTION!r}")

@@ -1,8 +1,10 @@
 """URL configuration: the REST API under /api, SSE beside it, the admin."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import path, re_path
+from django.views.static import serve
 from ninja import NinjaAPI
 
 from console import rest_agents
@@ -23,5 +25,6 @@ urlpatterns = [
     path("api/agent-execution/<str:task_id>/events", sse.task_events, name="task-events"),
     path("api/", api.urls),
     re_path(r"^api/(?P<rest_of_path>.*)$", api_not_found),
+    re_path(r"^media/(?P<path>tasks/.+)$", serve, {"document_root": settings.MEDIA_ROOT}),
     path("admin/", admin.site.urls),
 ]

@@ -246,7 +246,7 @@ def _finish(
     now = timezone.now()
     task.status = status
     if result is not None:
-        task.result = result
+        task.result = mask(result, _task_secrets(task))  # the result is echoed to every reader
     task.finished_at = now
     task.lease_owner = ""
     task.lease_expires_at = None
@@ -294,7 +294,7 @@ def create_task(
     data: TaskCreateIn,
     *,
     parent: Task | None = None,
-    extra_files: list[str] | None = None,
+    uploads: dict[str, str] | None = None,
 ) -> Task:
     """Create a task (or continue one, when data.id names an existing task) and dispatch it."""
     if actor.role != SYSTEM:
@@ -303,7 +303,7 @@ def create_task(
     agent = get_agent(actor, agent_id)
     if data.id:
         return _continue_task(actor, agent, data)
-    files = list(data.input.files) + list(extra_files or [])
+    files = list(data.input.files) + list(uploads or {})
     with transaction.atomic():
         task = Task(
             organization_id=agent.organization_id,
@@ -315,6 +315,7 @@ def create_task(
             input_text=data.input.text or "",
             input_files=files,
             input_attachments=[a.model_dump(exclude_none=True) for a in data.input.attachments],
+            uploads=dict(uploads or {}),
             input_user=data.input.user.model_dump() if data.input.user else None,
             user_id=(data.input.user.id or "") if data.input.user else "",
             user_tokens_encrypted=crypto.encrypt_json(data.user_tokens) if data.user_tokens else "",
@@ -615,7 +616,7 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
                     setattr(task, name, getattr(data, name))
                     changed.append(name)
             if "result" in fields and data.result is not None and data.result != task.result:
-                task.result = data.result
+                task.result = mask(data.result, _task_secrets(task))
                 changed.append("result")
         if changed:
             _save(task, *changed)

@@ -48,6 +48,7 @@ class Task(models.Model):
     input_text = models.TextField(blank=True, default="")
     input_files = models.JSONField(default=list, blank=True)
     input_attachments = models.JSONField(default=list, blank=True)
+    uploads = models.JSONField(default=dict, blank=True)  # file URL -> storage name of uploaded files
     input_user = models.JSONField(null=True, blank=True)
     user_id = models.CharField(max_length=200, blank=True, default="", db_index=True)
     user_tokens_encrypted = models.TextField(blank=True, default="")

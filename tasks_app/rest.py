@@ -21,7 +21,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import BaseModel, ValidationError
 
 from console.access import actor_for_request
-from tasks_app import actions, bus, wire
+from tasks_app import actions, bus, uploads, wire
 from tasks_app.actions import Actor
 from tasks_app.errors import BadRequest, Invalid, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
@@ -51,12 +51,14 @@ def json_body(request: HttpRequest) -> Any:
 
 def parse(model: type[M], raw: Any, prefix: str = "") -> M:
     if not isinstance(raw, dict):
-        raise Invalid(prefix or "body", "must be a JSON object")
+        raise Invalid(prefix.rstrip(".") or "body", "must be a JSON object")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "body"
+        # list indexes as [i], like the names the task API gives (graph[1].id, [0].type)
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+        field = field or "body"
         raise Invalid(f"{prefix}{field}", first["msg"]) from None
 
 
@@ -102,6 +104,20 @@ def _task_response(task: Task) -> JsonResponse:
 
 @router.post("/agent-execution/{id}")
 def create_task(request: HttpRequest, id: str) -> HttpResponse:
+    """JSON (the SDK's body), or multipart with that body in a `body` field and the files to upload."""
+    if request.content_type == "multipart/form-data":
+        try:
+            raw = json.loads(request.POST.get("body") or "{}")
+        except ValueError as exc:
+            raise BadRequest(f"Malformed JSON in the 'body' field: {exc}") from None
+        data = parse(TaskCreateIn, raw)
+        saved = uploads.save_uploads(request, request.FILES.getlist("files"))
+        try:
+            task = actions.create_task(request.auth, id, data, uploads={u.url: u.storage_name for u in saved})
+        except Exception:
+            uploads.discard(saved)
+            raise
+        return _task_response(task)
     data = parse(TaskCreateIn, json_body(request))
     task = actions.create_task(request.auth, id, data)
     return _task_response(task)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import httpx
 import pytest
 
 from tests.test_runtime_run import builtin_agent, sse
@@ -79,3 +80,47 @@ def test_private_addresses_are_refused_unless_allowlisted(daphne_server):
         ).json()
         events = sse(daphne_server, alice, task["id"])
     assert "refusing to fetch from a private" in events[-1]["data"]["result"]
+
+
+def test_files_uploaded_with_the_task_reach_the_model(daphne_server):
+    alice = daphne_server.account("Files Org", "alice@files.test")
+    api = daphne_server.client(alice)
+    marker = f"[up-{uuid.uuid4().hex[:6]}]"
+    with ScriptedModel(scripts={marker: [Turn.reply("Got it.")]}) as model:
+        agent = builtin_agent(api, model)
+        body = json.dumps({"input": {"text": f"{marker} see attached"}, "events_streaming": True})
+        r = api.post(
+            f"/agent-execution/{agent['id']}",
+            data={"body": body},
+            files=[("files", ("sales data.csv", b"region,total\nnorth,7\n", "text/csv"))],
+        )
+        assert r.status_code == 200, r.text
+        task = r.json()
+        events = sse(daphne_server, alice, task["id"])
+        text = json.dumps(model.requests[0].body)
+    assert events[-1]["data"]["status"] == "completed", events[-1]["data"]["result"]
+    url = task["input"]["files"][0]
+    assert "/media/tasks/" in url and url.endswith("sales_data.csv")
+    assert "region,total" in text
+    served = httpx.get(url)
+    assert served.status_code == 200 and served.content == b"region,total\nnorth,7\n"
+
+
+def test_a_bad_upload_writes_nothing(daphne_server):
+    alice = daphne_server.account("Files Org", "alice@files.test")
+    api = daphne_server.client(alice)
+    agent = api.post("/v1/agents", json={"name": f"u {uuid.uuid4().hex[:6]}", "framework": "external"}).json()
+    media = daphne_server.workdir / "media" / "tasks"
+    before = sorted(p for p in media.rglob("*") if p.is_file()) if media.exists() else []
+    r = api.post(
+        f"/agent-execution/{agent['id']}", data={"body": "{nope"}, files=[("files", ("a.txt", b"x"))]
+    )
+    assert r.status_code == 400
+    r = api.post(
+        f"/agent-execution/{agent['id']}",
+        data={"body": json.dumps({"input": {"text": "x" * 300_000}})},
+        files=[("files", ("a.txt", b"x"))],
+    )
+    assert r.status_code == 413
+    after = sorted(p for p in media.rglob("*") if p.is_file()) if media.exists() else []
+    assert before == after

@@ -200,10 +200,25 @@ class PreparedInput:
 
 
 async def prepare(
-    text: str, urls: list[str], attachments: list[dict], *, native_pdf: bool, inject: bool = True
+    text: str,
+    urls: list[str],
+    attachments: list[dict],
+    *,
+    native_pdf: bool,
+    inject: bool = True,
+    uploads: dict[str, str] | None = None,
 ) -> PreparedInput:
     """Fetch and sort the files, and compose the message the way the SDK's to_message() does."""
     meta = {a.get("url"): a for a in attachments if a.get("url")}
+    stored = uploads or {}
+
+    async def get(url: str, limit: int = MAX_BYTES) -> tuple[bytes, str]:
+        if url in stored:  # uploaded with the task: read from storage, not over the network
+            from tasks_app.uploads import read
+
+            return await asyncio.to_thread(read, stored[url]), ""
+        return await fetch(url, limit)
+
     urls = list(dict.fromkeys([*urls, *meta]))
     out = PreparedInput(text="")
     contents: list[dict[str, str]] = []
@@ -216,13 +231,13 @@ async def prepare(
             return
         try:
             if kind == "image":
-                data, ctype = await fetch(url, IMAGE_MAX_BYTES)
+                data, ctype = await get(url, IMAGE_MAX_BYTES)
                 media = next((m for magic, m in IMAGE_MAGIC.items() if data.startswith(magic)), None)
                 if media is None:
                     raise FetchRefused(f"{url}: not a PNG, JPEG, GIF or WEBP image")
                 out.images.append((url, data, media))
             elif kind == "pdf":
-                data, _ = await fetch(url)
+                data, _ = await get(url)
                 if not data.startswith(b"%PDF-"):
                     raise FetchRefused(f"{url}: not a PDF")
                 if native_pdf:
@@ -230,7 +245,7 @@ async def prepare(
                 else:
                     contents.append({"url": url, "content": await asyncio.to_thread(pdf_text, data)})
             elif kind == "text":
-                data, ctype = await fetch(url)
+                data, ctype = await get(url)
                 charset = "utf-8"
                 if "charset=" in ctype:
                     charset = ctype.split("charset=", 1)[1].split(";")[0].strip() or "utf-8"

@@ -406,6 +406,7 @@ async def _run(state: RunState, sink, history: list[dict[str, Any]]) -> tuple[st
         list(task.input_files or []),
         list(task.input_attachments or []),
         native_pdf=llm.supports_native_pdf(task, agent),
+        uploads=dict(task.uploads or {}),
         inject=not task.disable_attachment_injection,
     )
     failed = [n for n in prepared.notes if n.startswith("could not read")]
