@@ -1,0 +1,1 @@
+"""Data models of the wire contract (tasks, events, activity log, agents, media)."""

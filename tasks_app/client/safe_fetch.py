@@ -1,0 +1,252 @@
+"""Fetching user-supplied file URLs without becoming an SSRF hole.
+
+A URL is fetched only if its host resolves to public addresses, and the connection goes to the
+address that was checked (so a second DNS answer cannot swap in an internal one). Redirects are
+followed by hand, each hop checked again; bodies are capped while they stream.
+
+Environment, as the official SDK reads it:
+- XPANDER_INTERNAL_FETCH_ALLOWLIST: hosts, domains or CIDRs that may resolve to private or
+  loopback space (e.g. `127.0.0.1` for a test server). Link-local, multicast, reserved and
+  unspecified addresses stay refused.
+- XPANDER_EGRESS_ALLOWLIST: when set, only these hosts (and their subdomains) are fetched.
+- XPANDER_SAFE_FETCH: `legacy` turns the guard off, `warn` logs and fetches anyway (both ignored
+  while an egress allowlist is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from tasks_app.client.transport import ssl_context
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 5
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class FetchError(Exception):
+    """The URL was refused or could not be fetched; the message is safe to show."""
+
+
+@dataclass
+class Fetched:
+    url: str
+    content: bytes
+    content_type: str  # lower-cased, without parameters
+    charset: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    mode: str
+    egress: tuple[str, ...] | None
+    internal_names: tuple[str, ...]
+    internal_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def from_env(cls) -> Policy:
+        egress = _entries(os.environ.get("XPANDER_EGRESS_ALLOWLIST", ""))
+        names: list[str] = []
+        nets = []
+        for entry in _entries(os.environ.get("XPANDER_INTERNAL_FETCH_ALLOWLIST", "")) or ():
+            try:
+                nets.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                names.append(entry)
+        mode = os.environ.get("XPANDER_SAFE_FETCH", "").strip().lower()
+        return cls(mode if not egress else "enforce", egress, tuple(names), tuple(nets))
+
+    def check_host(self, host: str) -> None:
+        if self.egress is not None and not _matches(host, self.egress):
+            raise FetchError(f"{host!r} is not on the egress allowlist (XPANDER_EGRESS_ALLOWLIST)")
+
+    def refusal(self, host: str, address: IPAddress) -> str | None:
+        """Why `host` at `address` may not be fetched, or None when it may."""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved:
+            return f"{host!r} resolves to {address}, a link-local, multicast or reserved address"
+        internal = address.is_loopback or address.is_private or (address.version == 4 and address in _CGNAT)
+        if not internal:
+            return None
+        if _matches(host, self.internal_names) or any(address in net for net in self.internal_nets):
+            return None
+        return (
+            f"{host!r} resolves to the internal address {address}; "
+            "list it in XPANDER_INTERNAL_FETCH_ALLOWLIST to allow it"
+        )
+
+
+def _entries(raw: str) -> tuple[str, ...] | None:
+    items = tuple(e.strip().lower().removeprefix("*.").strip(".") for e in raw.split(","))
+    items = tuple(e for e in items if e)
+    return items or None
+
+
+def _matches(host: str, entries: tuple[str, ...]) -> bool:
+    host = host.strip("[]").lower().rstrip(".")
+    return any(host == e or host.endswith("." + e) for e in entries)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked hop: the URL to request (host replaced by the checked address) and how to present it."""
+
+    url: str
+    request_url: httpx.URL
+    headers: dict[str, str]
+    extensions: dict[str, str]
+
+
+def _split(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise FetchError(f"only http(s) URLs can be fetched, not {url[:200]!r}")
+    if parts.username or parts.password:
+        raise FetchError("URLs with credentials are not fetched")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise FetchError(f"bad port in {url[:200]!r}") from None
+    return parts.hostname, port
+
+
+def _target(url: str, host: str, infos: list[tuple], policy: Policy) -> Target:
+    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    if not addresses:
+        raise FetchError(f"{host!r} does not resolve")
+    refusals = [r for r in (policy.refusal(host, a) for a in addresses) if r]
+    if host.lower().rstrip(".") == "localhost" and not _matches(host, policy.internal_names):
+        refusals.append("'localhost' is refused; list it in XPANDER_INTERNAL_FETCH_ALLOWLIST to allow it")
+    if refusals:
+        if policy.mode != "warn":
+            raise FetchError(refusals[0])
+        log.warning("fetching %s despite the SSRF guard (XPANDER_SAFE_FETCH=warn): %s", url, refusals[0])
+    original = httpx.URL(url)
+    return Target(
+        url=url,
+        request_url=original.copy_with(host=str(addresses[0])),
+        headers={"host": original.netloc.decode("ascii")},
+        extensions={"sni_hostname": host},
+    )
+
+
+def _plain_target(url: str) -> Target:
+    return Target(url=url, request_url=httpx.URL(url), headers={}, extensions={})
+
+
+def _resolve(url: str) -> Target:
+    host, port = _split(url)
+    policy = Policy.from_env()
+    policy.check_host(host)
+    if policy.mode == "legacy":
+        return _plain_target(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise FetchError(f"{host!r} does not resolve ({exc})") from None
+    return _target(url, host, infos, policy)
+
+
+async def _aresolve(url: str) -> Target:
+    host, port = _split(url)
+    policy = Policy.from_env()
+    policy.check_host(host)
+    if policy.mode == "legacy":
+        return _plain_target(url)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise FetchError(f"{host!r} does not resolve ({exc})") from None
+    return _target(url, host, infos, policy)
+
+
+def _content_type(response: httpx.Response) -> tuple[str, str]:
+    raw = response.headers.get("content-type", "")
+    mime = raw.split(";", 1)[0].strip().lower()
+    charset = response.charset_encoding or "utf-8"
+    return mime, charset
+
+
+def _next_hop(target: Target, response: httpx.Response) -> str | None:
+    if response.status_code in {301, 302, 303, 307, 308} and response.headers.get("location"):
+        return urljoin(target.url, response.headers["location"])
+    if not response.is_success:
+        raise FetchError(f"{target.url} answered HTTP {response.status_code}")
+    return None
+
+
+def _check_size(response: httpx.Response, url: str, max_bytes: int) -> None:
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise FetchError(f"{url} is larger than {max_bytes} bytes")
+
+
+def _client_kwargs(timeout: float) -> dict:
+    # trust_env=False: a proxy from the environment would re-resolve the host and undo the pinning.
+    return {"timeout": timeout, "verify": ssl_context(), "trust_env": False, "follow_redirects": False}
+
+
+def safe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0) -> Fetched:
+    """GET `url` under the SSRF guard; at most `max_bytes` of body within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    try:
+        with httpx.Client(**_client_kwargs(timeout)) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                target = _resolve(url)
+                with client.stream(
+                    "GET", target.request_url, headers=target.headers, extensions=target.extensions
+                ) as response:
+                    url_next = _next_hop(target, response)
+                    if url_next is None:
+                        _check_size(response, url, max_bytes)
+                        body = bytearray()
+                        for chunk in response.iter_bytes():
+                            body += chunk
+                            if len(body) > max_bytes:
+                                raise FetchError(f"{url} is larger than {max_bytes} bytes")
+                            if time.monotonic() > deadline:
+                                raise FetchError(f"{url} took longer than {timeout}s")
+                        return Fetched(url, bytes(body), *_content_type(response))
+                url = url_next
+    except httpx.HTTPError as exc:
+        raise FetchError(f"could not fetch {url} ({type(exc).__name__})") from None
+    raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def asafe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0) -> Fetched:
+    """The async twin of safe_fetch."""
+    deadline = time.monotonic() + timeout
+    try:
+        async with httpx.AsyncClient(**_client_kwargs(timeout)) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                target = await _aresolve(url)
+                async with client.stream(
+                    "GET", target.request_url, headers=target.headers, extensions=target.extensions
+                ) as response:
+                    url_next = _next_hop(target, response)
+                    if url_next is None:
+                        _check_size(response, url, max_bytes)
+                        body = bytearray()
+                        async for chunk in response.aiter_bytes():
+                            body += chunk
+                            if len(body) > max_bytes:
+                                raise FetchError(f"{url} is larger than {max_bytes} bytes")
+                            if time.monotonic() > deadline:
+                                raise FetchError(f"{url} took longer than {timeout}s")
+                        return Fetched(url, bytes(body), *_content_type(response))
+                url = url_next
+    except httpx.HTTPError as exc:
+        raise FetchError(f"could not fetch {url} ({type(exc).__name__})") from None
+    raise FetchError(f"more than {MAX_REDIRECTS} redirects")
