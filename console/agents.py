@@ -121,6 +121,8 @@ def _require_admin(actor: Actor) -> None:
 
 
 def _write_graph(actor: Actor, agent: Agent, graph: list[GraphItemIn]) -> None:
+    # Secrets are never echoed, so a graph sent back as read omits them: keep those of the same server.
+    previous = {i.key: i for i in agent.graph_items.all()}
     seen: set[str] = set()
     rows = []
     for index, item in enumerate(graph):
@@ -137,8 +139,13 @@ def _write_graph(actor: Actor, agent: Agent, graph: list[GraphItemIn]) -> None:
                     f"graph[{index}].settings.mcp_settings", "an mcp item needs mcp_settings with a url"
                 )
             mcp = item.settings.mcp_settings.model_dump(exclude_none=True)
+            sent = item.settings.mcp_settings.model_fields_set
+            old = previous.get(key)
+            kept = old.secret_settings() if old and old.mcp_settings.get("url") == mcp["url"] else {}
             for name in SECRET_MCP_KEYS:
                 value = mcp.pop(name, None)
+                if name not in sent:
+                    value = kept.get(name)
                 if value:
                     secret[name] = value
             settings["mcp_settings"] = mcp

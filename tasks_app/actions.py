@@ -603,6 +603,8 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
                         status=task.status,
                     )
                 new_status = None  # a stale copy's save(): keep the final status, still store the rest
+            elif full_dump and new_status == Status.PENDING:
+                new_status = None  # pending is only ever the initial state: a stale copy cannot rewind a run
         elif new_status == task.status:
             new_status = None
         writable = not task.is_finished or not full_dump

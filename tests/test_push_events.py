@@ -1,0 +1,108 @@
+"""POST /api/agent-execution/{task_id}/events/push: an external worker's events."""
+
+from __future__ import annotations
+
+from tasks_app.models import ActivityEntry, TaskEvent
+
+
+def push(persona, task_id: str, body, **kw):
+    return persona.post(f"/api/agent-execution/{task_id}/events/push", body, **kw)
+
+
+def stored(task_id: str) -> list[tuple[int, str, object]]:
+    return list(TaskEvent.objects.filter(task_id=task_id).order_by("seq").values_list("seq", "type", "data"))
+
+
+def test_it_appends_events_with_the_next_seqs(alice, task_of):
+    task = task_of()
+    r = push(alice, task["id"], [{"type": "chunk", "data": "Hel"}, {"type": "chunk", "data": "lo"}])
+    assert r.status_code == 200
+    assert r.json() == {"accepted": 2, "last_seq": 3}
+    assert stored(task["id"])[1:] == [(2, "chunk", "Hel"), (3, "chunk", "lo")]
+    r = push(alice, task["id"], {"type": "tool_call_request", "data": {"request_id": "r1", "tool_name": "t"}})
+    assert r.json() == {"accepted": 1, "last_seq": 4}
+    assert stored(task["id"])[-1] == (4, "tool_call_request", {"request_id": "r1", "tool_name": "t"})
+
+
+def test_a_teammate_can_push(bob, task_of):
+    task = task_of()
+    r = push(bob, task["id"], [{"type": "think", "data": "hmm"}])
+    assert r.status_code == 200
+    assert ActivityEntry.objects.filter(task_id=task["id"], kind="reasoning").count() == 1
+
+
+def test_an_event_without_data_is_stored_with_null(alice, task_of):
+    task = task_of()
+    r = push(alice, task["id"], [{"type": "process_update"}])
+    assert r.status_code == 200
+    assert stored(task["id"])[-1] == (2, "process_update", None)
+
+
+def test_it_accepts_the_auth_event_the_sdk_pushes(alice, task_of):
+    task = task_of()
+    r = push(
+        alice,
+        task["id"],
+        {"type": "auth_event", "data": {"type": "token_ready", "data": {"access_token": "tok-abcdef"}}},
+    )
+    assert r.status_code == 200
+    assert stored(task["id"])[-1][2] == {"type": "token_ready", "data": {"access_token": "REDACTED"}}
+
+
+def test_it_refuses_lifecycle_events_and_writes_none_of_the_batch(alice, task_of):
+    task = task_of()
+    r = push(alice, task["id"], [{"type": "chunk", "data": "ok"}, {"type": "task_finished", "data": {}}])
+    assert r.status_code == 422
+    assert r.json()["field"] == "[1].type"
+    assert "task_finished" in r.json()["detail"]
+    assert [t for _, t, _ in stored(task["id"])] == ["task_created"]
+
+
+def test_it_names_the_event_with_a_missing_type(alice, task_of):
+    task = task_of()
+    r = push(alice, task["id"], [{"type": "chunk", "data": "a"}, {"data": "no type"}])
+    assert r.status_code == 422
+    assert r.json()["field"] == "[1].type"
+    r = push(alice, task["id"], [{"type": 5}])
+    assert r.status_code == 422
+    assert r.json()["field"] == "[0].type"
+    r = push(alice, task["id"], ["chunk"])
+    assert r.status_code == 422
+    assert r.json()["field"] == "[0]"
+    assert len(stored(task["id"])) == 1
+
+
+def test_it_rejects_malformed_json(alice, task_of):
+    task = task_of()
+    r = push(alice, task["id"], None, raw=b'[{"type": "chunk"')
+    assert r.status_code == 400
+    assert "Malformed JSON" in r.json()["detail"]
+
+
+def test_it_limits_the_batch_size(alice, task_of):
+    task = task_of()
+    r = push(alice, task["id"], [{"type": "chunk", "data": "x"}] * 501)
+    assert r.status_code == 422
+    assert "500" in r.json()["detail"]
+    assert len(stored(task["id"])) == 1
+
+
+def test_it_rejects_unknown_tasks(alice):
+    r = push(alice, "no-such-task", [{"type": "chunk", "data": "x"}])
+    assert r.status_code == 404
+    assert r.json()["detail"] == "Task no-such-task not found"
+
+
+def test_a_viewer_cannot_push(vera, task_of):
+    task = task_of()
+    r = push(vera, task["id"], [{"type": "chunk", "data": "x"}])
+    assert r.status_code == 403
+    assert len(stored(task["id"])) == 1
+
+
+def test_it_requires_an_api_key(alice, task_of):
+    task = task_of()
+    r = alice.client.post(
+        f"/api/agent-execution/{task['id']}/events/push", data="[]", content_type="application/json"
+    )
+    assert r.status_code == 401

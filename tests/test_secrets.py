@@ -1,0 +1,158 @@
+"""user_tokens and other secrets: encrypted at rest, never echoed, never written to events or activity."""
+
+from __future__ import annotations
+
+import json
+
+from django.apps import apps
+
+from tasks_app.actions import task_user_tokens
+from tasks_app.models import ActivityEntry, Task, TaskEvent
+
+TOKEN = "ghp_SuperSecretUserToken1234567890"
+OAUTH = "ya29.oauth-access-token-abcdefghij"
+
+
+def everything_stored(task_id: str) -> str:
+    """Every column of the task, its events and its activity, as one string."""
+    rows = [
+        Task.objects.filter(pk=task_id).values().get(),
+        *TaskEvent.objects.filter(task_id=task_id).values(),
+        *ActivityEntry.objects.filter(task_id=task_id).values(),
+    ]
+    return json.dumps(rows, default=str)
+
+
+def test_user_tokens_are_encrypted_at_rest(task_of):
+    task = task_of(user_tokens={"gi-github": TOKEN, "gi-google": {"access_token": OAUTH}})
+    row = Task.objects.get(pk=task["id"])
+    assert row.user_tokens_encrypted
+    assert TOKEN not in row.user_tokens_encrypted and OAUTH not in row.user_tokens_encrypted
+    assert TOKEN not in everything_stored(task["id"]) and OAUTH not in everything_stored(task["id"])
+    assert task_user_tokens(row) == {"gi-github": TOKEN, "gi-google": {"access_token": OAUTH}}
+
+
+def test_no_table_holds_a_token_in_plaintext(alice, task_of, external_agent):
+    task = task_of(user_tokens={"gi-github": TOKEN, "gi-google": {"access_token": OAUTH}})
+    alice.post(f"/api/agent-execution/{task['id']}/events/push", [{"type": "chunk", "data": TOKEN}])
+    r = alice.patch(
+        f"/api/agent-execution/{task['id']}/update", {"status": "completed", "result": f"used {OAUTH}"}
+    )
+    assert r.json()["result"] == "used REDACTED"
+    for model in apps.get_models():
+        dump = json.dumps(list(model.objects.values()), default=str)
+        assert TOKEN not in dump and OAUTH not in dump, model.__name__
+
+
+def test_user_tokens_are_never_echoed(alice, task_of, external_agent):
+    task = task_of(user_tokens={"gi-github": TOKEN})
+    assert task["user_tokens"] is None
+    reads = [
+        alice.get(f"/api/agent-execution/{task['id']}/status"),
+        alice.patch(f"/api/agent-execution/{task['id']}/update", {"internal_status": "seen"}),
+        alice.get(f"/api/agent-execution/executions/history/{external_agent.id}"),
+        alice.get(f"/api/activity/{external_agent.id}/{task['id']}"),
+        alice.delete(f"/api/agent-execution/{task['id']}"),
+    ]
+    for r in reads:
+        assert r.status_code == 200
+        assert TOKEN not in r.content.decode()
+    assert reads[0].json()["user_tokens"] is None
+    assert reads[-1].json()["user_tokens"] is None
+
+
+def test_a_full_dump_with_null_user_tokens_keeps_the_stored_ones(alice, task_of):
+    task = task_of(user_tokens={"gi-github": TOKEN})
+    dump = {**task, "internal_status": "x", "user_tokens": None}
+    assert alice.patch(f"/api/agent-execution/{task['id']}/update", dump).status_code == 200
+    assert task_user_tokens(Task.objects.get(pk=task["id"])) == {"gi-github": TOKEN}
+
+
+def test_pushed_events_are_masked_before_they_are_stored(alice, task_of, external_agent):
+    task = task_of(user_tokens={"gi-github": TOKEN, "gi-google": {"access_token": OAUTH}})
+    events = [
+        {
+            "type": "tool_call_request",
+            "data": {
+                "request_id": "r1",
+                "tool_name": "http",
+                "payload": {"headers": {"authorization": "Basic dXNlcjpwYXNz"}, "note": f"uses {TOKEN}"},
+            },
+        },
+        {
+            "type": "tool_call_result",
+            "data": {
+                "tool_name": "http",
+                "payload": {"Authorization": f"Bearer {TOKEN}", "query": "repos"},
+                "result": f"echo: {OAUTH}",
+            },
+        },
+        {"type": "chunk", "data": f"the token is {TOKEN}"},
+        {"type": "think", "data": f"I should not say {OAUTH}"},
+    ]
+    r = alice.post(f"/api/agent-execution/{task['id']}/events/push", events)
+    assert r.status_code == 200
+    stored = everything_stored(task["id"])
+    assert TOKEN not in stored and OAUTH not in stored
+    assert "dXNlcjpwYXNz" not in stored
+    request, result, chunk, think = (
+        TaskEvent.objects.filter(task_id=task["id"]).order_by("seq").values_list("data", flat=True)[1:]
+    )
+    assert request["payload"]["headers"]["authorization"] == "REDACTED"
+    assert request["payload"]["note"] == "uses REDACTED"
+    assert result["payload"] == {"Authorization": "REDACTED", "query": "repos"}
+    assert chunk == "the token is REDACTED"
+    assert think == "I should not say REDACTED"
+    tool = ActivityEntry.objects.get(task_id=task["id"], kind="tool_call").data
+    assert tool["payload"] == {"Authorization": "REDACTED", "query": "repos"}
+    assert tool["result"] == "echo: REDACTED"
+    activity = alice.get(f"/api/activity/{external_agent.id}/{task['id']}").content.decode()
+    assert TOKEN not in activity and OAUTH not in activity
+
+
+def test_a_bearer_token_is_masked_even_when_unknown(alice, task_of):
+    task = task_of()
+    alice.post(
+        f"/api/agent-execution/{task['id']}/events/push",
+        [{"type": "chunk", "data": "curl -H 'Authorization: Bearer abcdef123456789'"}],
+    )
+    assert "abcdef123456789" not in everything_stored(task["id"])
+
+
+def test_the_result_and_prompt_are_masked_in_events(alice, task_of):
+    task = task_of(f"use {TOKEN} please", user_tokens={"gi-github": TOKEN})
+    alice.patch(
+        f"/api/agent-execution/{task['id']}/update", {"status": "completed", "result": f"done with {TOKEN}"}
+    )
+    events = json.dumps(list(TaskEvent.objects.filter(task_id=task["id"]).values_list("data", flat=True)))
+    activity = json.dumps(
+        list(ActivityEntry.objects.filter(task_id=task["id"]).values_list("data", flat=True))
+    )
+    assert TOKEN not in events
+    assert TOKEN not in activity
+
+
+def test_a_follow_up_merges_tokens_without_storing_them_in_plaintext(alice, task_of, external_agent):
+    task = task_of(user_tokens={"gi-github": TOKEN})
+    alice.patch(f"/api/agent-execution/{task['id']}/update", {"status": "completed", "result": "R"})
+    r = alice.post(
+        f"/api/agent-execution/{external_agent.id}",
+        {"id": task["id"], "input": {"text": "again"}, "user_tokens": {"gi-google": OAUTH}},
+    )
+    assert r.status_code == 200
+    assert r.json()["user_tokens"] is None
+    row = Task.objects.get(pk=task["id"])
+    assert task_user_tokens(row) == {"gi-github": TOKEN, "gi-google": OAUTH}
+    stored = everything_stored(task["id"])
+    assert TOKEN not in stored and OAUTH not in stored
+
+
+def test_an_invalid_token_is_not_echoed_in_the_error(alice, external_agent):
+    r = alice.post(
+        f"/api/agent-execution/{external_agent.id}",
+        {"input": {"text": "x"}, "user_tokens": {"gi-1": ["not", TOKEN]}},
+    )
+    assert r.status_code == 422
+    assert r.json()["field"].startswith("user_tokens")
+    assert TOKEN not in r.content.decode()
+    assert not Task.objects.exists()
