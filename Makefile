@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml .python-version
 	[ -x "$$PYBIN" ] || { echo "Python $(PYTHON_VERSION) not found (pyenv install $(PYTHON_VERSION))"; exit 1; }; \
 	[ -x $(PY) ] || $$PYBIN -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-	$(PY) -c "import django, ninja, channels, pydantic_ai" 
+	$(PY) -c "import django, channels, pydantic_ai, daphne"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -31,7 +31,7 @@ API_ROOTS = frozenset(
     }
 )
 _SLASHES = re.compile(r"/{2,}")
-MOUNTS = frozenset({"api", "agent-controller"})
+CONTROLLER_MOUNT = "agent-controller"  # an alias of /api
 
 
 def normalise(request: HttpRequest) -> None:
@@ -40,8 +40,9 @@ def normalise(request: HttpRequest) -> None:
         path = _SLASHES.sub("/", path)
     parts = path.split("/")
     # ['', 'api', '<org?>', '<root>', ...]
-    if len(parts) > 1 and parts[1] in MOUNTS:
+    if len(parts) > 1 and parts[1] == CONTROLLER_MOUNT:
         parts[1] = "api"
+        path = "/".join(parts)
     if len(parts) > 3 and parts[1] == "api" and parts[2] not in API_ROOTS and parts[3] in API_ROOTS:
         request.url_organization_id = parts[2]
         path = "/".join(parts[:2] + parts[3:])

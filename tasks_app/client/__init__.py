@@ -5,6 +5,7 @@ See docs/client.md.
 """
 
 from tasks_app.client.agents import Agent, Agents
+from tasks_app.client.backend import Backend
 from tasks_app.client.configuration import Configuration
 from tasks_app.client.exceptions import ModuleException
 from tasks_app.client.models.activity import (
@@ -50,6 +51,7 @@ __all__ = [
     "AgentGraphItem",
     "AgentGraphItemType",
     "Agents",
+    "Backend",
     "Configuration",
     "File",
     "Image",
