@@ -66,7 +66,7 @@ def task_json(task: Task, sub_executions: list[str] | None = None) -> dict[str, 
         "events_streaming": bool(task.events_streaming),
         "is_manually_stopped": bool(task.is_manually_stopped),
         "title": task.title or None,
-        "source": task.source or None,
+        "source": task.source or "api",  # the SDK's report_metrics() requires a string
         "parent_execution": task.parent_id,
         "sub_executions": sub_executions,
         "triggering_agent_id": task.triggering_agent_id or None,
@@ -195,7 +195,7 @@ def activity_thread_json(task: Task, entries: list[ActivityEntry]) -> dict[str, 
     return out
 
 
-def agent_json(agent: Agent, *, for_sdk: bool = True) -> dict[str, Any]:
+def agent_json(agent: Agent) -> dict[str, Any]:
     """Agent JSON parseable by the SDK's Agent model (xpander-wire.md section 5, "Read first")."""
     graph = []
     for item in agent.graph_items.all():
@@ -220,7 +220,7 @@ def agent_json(agent: Agent, *, for_sdk: bool = True) -> dict[str, Any]:
         "name": agent.name,
         "unique_name": agent.unique_name,
         "description": agent.description or None,
-        "framework": "agno" if for_sdk else agent.framework,
+        "framework": "agno",  # the SDK only parses its own values; ours is execution_framework
         "model_provider": agent.model_provider,
         "model_name": agent.model_name,
         "llm_api_base": agent.model_base_url or None,
@@ -234,9 +234,7 @@ def agent_json(agent: Agent, *, for_sdk: bool = True) -> dict[str, Any]:
         "created_at": iso(agent.created_at),
         "updated_at": iso(agent.updated_at),
     }
-    if not for_sdk:
-        out["execution_framework"] = agent.framework
+    out["execution_framework"] = agent.framework
     out["has_model_api_key"] = agent.has_model_api_key
     out["tool_call_limit"] = agent.tool_call_limit
-    out["execution_framework"] = agent.framework
     return out
