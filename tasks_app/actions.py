@@ -510,6 +510,25 @@ def _add_tokens(current: dict | None, new: dict[str, int]) -> dict[str, int]:
 
 
 @_action
+def release_task(task_id: str, worker_id: str) -> bool:
+    """A worker shutting down hands its running task back to the queue (or stops it, if asked to)."""
+    with transaction.atomic():
+        task = _task_for_update(task_id)
+        if task.status != Status.EXECUTING or task.lease_owner != worker_id:
+            return False
+        if task.stop_requested_at:
+            _finish(task, Status.STOPPED, task.result or "Stopped by request", manually=True)
+            return True
+        task.status = Status.PENDING
+        task.lease_owner = ""
+        task.lease_expires_at = None
+        _save(task, "status", "lease_owner", "lease_expires_at")
+        _append_events(task, [("task_updated", _snapshot(task))])
+    transaction.on_commit(functools.partial(dispatch.dispatch, task_id))
+    return True
+
+
+@_action
 def requeue_expired(max_attempts: int) -> list[str]:
     """Reaper: give tasks whose lease expired back to the queue, or fail them after max_attempts."""
     now = timezone.now()
@@ -818,3 +837,4 @@ aforce_stop = _async_twin(force_stop.__wrapped__)
 aupdate_task = _async_twin(update_task.__wrapped__)
 apush_events = _async_twin(push_events.__wrapped__)
 arequeue_expired = _async_twin(requeue_expired.__wrapped__)
+arelease_task = _async_twin(release_task.__wrapped__)

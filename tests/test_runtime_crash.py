@@ -97,3 +97,26 @@ def test_it_fails_clearly_after_the_last_attempt(split_server):
             reaper.terminate()
             reaper.wait(timeout=10)
     assert "stopped responding 2 times" in failed["result"]
+
+
+def test_a_worker_shut_down_gracefully_hands_its_task_back(split_server):
+    alice = split_server.account("Crash Org", "alice@crash.test")
+    api = split_server.client(alice)
+    marker = f"[term-{uuid.uuid4().hex[:6]}]"
+    with ScriptedModel(
+        scripts={marker: [Turn.reply("never", chunks=2, hang=True), Turn.reply("Resumed.")]}
+    ) as model:
+        agent = builtin_agent(api, model)
+        task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": f"{marker} go"}}).json()
+        first = start_worker(split_server)
+        model.wait_for(lambda: model.requests and model.requests[0].chunks_sent >= 1, timeout=30)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+        assert api.get(f"/agent-execution/{task['id']}/status").json()["status"] == "pending"
+        second = start_worker(split_server)
+        try:
+            done = wait_status(api, task["id"], "completed", timeout=40)
+        finally:
+            second.terminate()
+            second.wait(timeout=10)
+    assert done["result"] == "Resumed."

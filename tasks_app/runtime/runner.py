@@ -26,6 +26,7 @@ from tasks_app.schemas import TaskCreateIn
 
 log = logging.getLogger(__name__)
 ABORTED = "aborted: the task was stopped while this tool call was running"
+SHUTDOWN = "worker-shutdown"  # cancel message: release the task instead of stopping it
 
 
 class McpAuthFailed(Exception):
@@ -332,7 +333,11 @@ async def run_turn(task_id: str, worker_id: str) -> None:
     try:
         output, usage = await _run(state, sink, history)
         status, result = Status.COMPLETED, output
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as cancelled:
+        if SHUTDOWN in cancelled.args:  # the worker is going away: hand the task back, do not stop it
+            await sink.close()
+            await actions.arelease_task(task_id, worker_id)
+            raise
         for call in state.inflight.values():
             data = {**call, "result": ABORTED, "is_error": True, "status": "aborted"}
             sink.event("tool_call_result", data, (ActivityKind.TOOL_CALL, data))

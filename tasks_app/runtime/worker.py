@@ -20,7 +20,7 @@ from django.conf import settings
 from console.models import Framework
 from tasks_app import actions, dispatch
 from tasks_app.models import Status, Task
-from tasks_app.runtime.runner import run_turn
+from tasks_app.runtime.runner import SHUTDOWN, run_turn
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class WorkerPool:
         for t in self._loops:
             t.cancel()
         for t in list(self.running.values()):
-            t.cancel()
+            t.cancel(SHUTDOWN)
         await asyncio.gather(*self._loops, *self.running.values(), return_exceptions=True)
 
     # Thread-safe hints from the task API (they may come from a sync_to_async thread).
