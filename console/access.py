@@ -18,11 +18,13 @@ def actor_for_key(raw: str | None) -> Actor:
     if not raw:
         raise Unauthorized("Missing API key: send it in the x-api-key header")
     try:
-        key = ApiKey.objects.select_related("membership").get(key_hash=hash_api_key(raw.strip()))
+        key = ApiKey.objects.select_related("membership__user").get(key_hash=hash_api_key(raw.strip()))
     except ApiKey.DoesNotExist:
         raise Unauthorized("Invalid API key") from None
     if key.revoked_at is not None:
         raise Unauthorized("This API key was revoked")
+    if not key.membership.user.is_active:
+        raise Unauthorized("The member this API key belongs to is deactivated")
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
@@ -33,6 +35,7 @@ def actor_for_key(raw: str | None) -> Actor:
         user_id=member.user_id,
         api_key_id=key.pk,
         label=key.display,
+        user_email=member.user.email,
     )
 
 

@@ -113,3 +113,14 @@ def get_token_response(
         outcome=response["type"],
     )
     return response
+
+
+def tokens_of(task) -> list[str]:
+    """The vault tokens a task's user holds for its agent's MCP items (to mask them in what it writes)."""
+    if not task.vault_user_id:
+        return []
+    keys = list(task.agent.graph_items.filter(type="mcp").values_list("key", flat=True))
+    rows = UserToken.objects.filter(
+        organization_id=task.organization_id, user_id=task.vault_user_id, graph_item_key__in=keys
+    )
+    return [row.reveal() for row in rows]

@@ -53,10 +53,19 @@ class Actor:
     user_id: int | None = None
     api_key_id: int | None = None
     label: str = ""
+    user_email: str = ""
+
+    def may_act_for(self, user_id: str) -> bool:
+        """Whether this caller may use the vault tokens of end user `user_id`."""
+        if self.role == SYSTEM or self.can(Role.ADMIN):
+            return True
+        return bool(user_id) and user_id in {str(self.user_id), self.user_email}
 
     def can(self, role: str) -> bool:
         from console.models import ROLE_RANK
 
+        if self.role == SYSTEM:
+            return True
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
 
 
@@ -172,7 +181,7 @@ def events_after(task_id: str, after_seq: int, limit: int = 1000) -> list[TaskEv
 
 
 def _task_for_update(task_id: str) -> Task:
-    return Task.objects.select_for_update().select_related("agent").get(pk=task_id)
+    return Task.objects.select_for_update(of=("self",)).select_related("agent").get(pk=task_id)
 
 
 def _append_events(
@@ -250,8 +259,9 @@ def _finish(
     task.finished_at = now
     task.lease_owner = ""
     task.lease_expires_at = None
-    task.is_manually_stopped = task.is_manually_stopped or manually
-    turn_started = task.started_at or task.created_at
+    # Only a stop ends as manually stopped: a run that won the race against a stop is just completed.
+    task.is_manually_stopped = status == Status.STOPPED and (manually or task.stop_requested_at is not None)
+    turn_started = task.started_at or (task.created_at if task.turns == 1 else now)
     before = float((task.metrics or {}).get("duration_before_turn", 0.0))
     task.duration = round(before + (now - turn_started).total_seconds(), 3) if duration is None else duration
     _save(
@@ -276,14 +286,14 @@ def _require_writer(actor: Actor) -> None:
 # Creation
 
 
-def _validate_create(data: TaskCreateIn) -> None:
+def _validate_create(data: TaskCreateIn, uploads: int = 0) -> None:
     text = data.input.text or ""
     if len(text) > settings.TASK_PROMPT_MAX_CHARS:
         raise TooLarge(
             f"Prompt is {len(text)} characters; the limit is {settings.TASK_PROMPT_MAX_CHARS}",
             limit=settings.TASK_PROMPT_MAX_CHARS,
         )
-    if len(data.input.files) + len(data.input.attachments) > settings.TASK_MAX_FILES:
+    if len(data.input.files) + len(data.input.attachments) + uploads > settings.TASK_MAX_FILES:
         raise Invalid("input.files", f"at most {settings.TASK_MAX_FILES} files per task")
 
 
@@ -299,10 +309,10 @@ def create_task(
     """Create a task (or continue one, when data.id names an existing task) and dispatch it."""
     if actor.role != SYSTEM:
         _require_writer(actor)
-    _validate_create(data)
+    _validate_create(data, len(uploads or {}))
     agent = get_agent(actor, agent_id)
     if data.id:
-        return _continue_task(actor, agent, data)
+        return _continue_task(actor, agent, data, uploads)
     files = list(data.input.files) + list(uploads or {})
     with transaction.atomic():
         task = Task(
@@ -318,6 +328,7 @@ def create_task(
             uploads=dict(uploads or {}),
             input_user=data.input.user.model_dump() if data.input.user else None,
             user_id=(data.input.user.id or "") if data.input.user else "",
+            vault_user_id=_vault_identity(actor, data, parent),
             user_tokens_encrypted=crypto.encrypt_json(data.user_tokens) if data.user_tokens else "",
             events_streaming=data.events_streaming,
             title=data.title or "",
@@ -339,13 +350,21 @@ def create_task(
             return_metrics=data.return_metrics,
         )
         task.save(force_insert=True)
-        if data.user_tokens:
-            vault.hold_task_tokens(agent, task.user_id, data.user_tokens)
+        if data.user_tokens and task.vault_user_id and parent is None:
+            vault.hold_task_tokens(agent, task.vault_user_id, data.user_tokens)
         _append_activity(task, ActivityKind.MESSAGE, _user_message(task, task.input_text, files))
         _append_events(task, [("task_created", _snapshot(task))])
         if agent.framework == Framework.BUILTIN:
             transaction.on_commit(functools.partial(dispatch.dispatch, task.id))
     return task
+
+
+def _vault_identity(actor: Actor, data: TaskCreateIn, parent: Task | None) -> str:
+    """The end user whose stored tokens the task may use: only one its creator may act for."""
+    if parent is not None:
+        return parent.vault_user_id
+    asserted = (data.input.user.id or "") if data.input.user else ""
+    return asserted if actor.may_act_for(asserted) else ""
 
 
 def _user_message(task: Task, text: str, files: list[str]) -> dict[str, Any]:
@@ -355,12 +374,12 @@ def _user_message(task: Task, text: str, files: list[str]) -> dict[str, Any]:
     return message
 
 
-def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn) -> Task:
+def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn, uploads: dict[str, str] | None) -> Task:
     """A follow-up turn: the same task goes back to executing with a new user message."""
     with transaction.atomic():
         try:
             task = (
-                Task.objects.select_for_update()
+                Task.objects.select_for_update(of=("self",))
                 .select_related("agent")
                 .get(pk=data.id, organization_id=actor.organization_id, agent_id=agent.id)
             )
@@ -382,13 +401,21 @@ def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn) -> Task:
         task.input_text = data.input.text or ""
         task.input_files = list(data.input.files)
         task.input_attachments = [a.model_dump(exclude_none=True) for a in data.input.attachments]
+        task.input_files = [*task.input_files, *(uploads or {})]
+        task.uploads = {**(task.uploads or {}), **(uploads or {})}
         if data.input.user:
             task.input_user = data.input.user.model_dump()
             task.user_id = data.input.user.id or ""
+            task.vault_user_id = _vault_identity(actor, data, None)
+        elif not actor.may_act_for(task.vault_user_id):
+            # Someone else continues the task: it must not call MCP servers as the first user.
+            task.vault_user_id = ""
+            task.user_tokens_encrypted = ""
         if data.user_tokens:
             merged = {**task_user_tokens(task), **data.user_tokens}
             task.user_tokens_encrypted = crypto.encrypt_json(merged)
-            vault.hold_task_tokens(agent, task.user_id, data.user_tokens)
+            if task.vault_user_id:
+                vault.hold_task_tokens(agent, task.vault_user_id, data.user_tokens)
         task.events_streaming = task.events_streaming or data.events_streaming
         task.metrics = {**(task.metrics or {}), "duration_before_turn": previous}
         _save(
@@ -406,6 +433,8 @@ def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn) -> Task:
             "input_attachments",
             "input_user",
             "user_id",
+            "vault_user_id",
+            "uploads",
             "user_tokens_encrypted",
             "events_streaming",
             "metrics",
@@ -461,10 +490,17 @@ def record_progress(
     events: Iterable[tuple[str, Any]] = (),
     activity: Iterable[tuple[str, dict[str, Any]]] = (),
     secrets: Iterable[str] = (),
+    worker_id: str | None = None,
 ) -> list[TaskEvent]:
-    """Append a batch of events and activity entries in one transaction (the runtime's hot path)."""
+    """Append a batch of events and activity entries in one transaction (the runtime's hot path).
+
+    With `worker_id`, the batch is dropped unless that worker still holds the running task: a run
+    that lost its task (stopped, finished or reaped elsewhere) must not write after the fact.
+    """
     with transaction.atomic():
         task = _task_for_update(task_id)
+        if worker_id is not None and (task.status != Status.EXECUTING or task.lease_owner != worker_id):
+            return []
         for kind, data in activity:
             _append_activity(task, kind, data, secrets)
         return _append_events(task, events, secrets)
@@ -576,8 +612,7 @@ def stop_task(actor: Actor, task_id: str) -> Task:
             task.status == Status.EXECUTING and task.lease_owner and task.agent.framework == Framework.BUILTIN
         )
         task.stop_requested_at = timezone.now()
-        task.is_manually_stopped = True
-        _save(task, "stop_requested_at", "is_manually_stopped")
+        _save(task, "stop_requested_at")
         if not running_here:
             _finish(task, Status.STOPPED, task.result or "Stopped by request", manually=True)
         children = list(
@@ -624,6 +659,14 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
                 new_status = None  # a stale copy's save(): keep the final status, still store the rest
             elif full_dump and new_status == Status.PENDING:
                 new_status = None  # pending is only ever the initial state: a stale copy cannot rewind a run
+            elif task.agent.framework == Framework.BUILTIN and new_status not in TERMINAL_STATUSES:
+                # The server drives a built-in agent's run; only finishing it is up to the caller.
+                if not full_dump:
+                    raise Conflict(
+                        f"Task {task.id} is run by the server; it can be finished or stopped, not set {new_status}",
+                        status=task.status,
+                    )
+                new_status = None
         elif new_status == task.status:
             new_status = None
         writable = not task.is_finished or not full_dump
@@ -641,6 +684,11 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
                 changed.append("result")
         if changed:
             _save(task, *changed)
+        if new_status == Status.STOPPED:
+            # A stop through update is a stop: it cancels the run and its sub-agent tasks.
+            if changed:
+                _append_events(task, [("task_updated", _snapshot(task))])
+            return stop_task(actor, task.id)
         if new_status in TERMINAL_STATUSES:
             if new_status == Status.COMPLETED and task.result:
                 # An external worker's answer belongs in the thread, as the runtime's final message does.
@@ -708,16 +756,32 @@ def push_events(actor: Actor, task_id: str, events: list[tuple[str, Any]]) -> li
             )
     with transaction.atomic():
         task = _task_for_update(get_task(actor, task_id).pk)
+        if task.is_finished:
+            raise Conflict(
+                f"Task {task.id} is already {task.status}; it takes no more events", status=task.status
+            )
+        secrets = _task_secrets(task) + vault.tokens_of(task)
         for type_, data in events:
             entry = _activity_from_event(type_, data)
             if entry:
-                _append_activity(task, *entry)
-        return _append_events(task, events)
+                _append_activity(task, *entry, secrets)
+        return _append_events(task, events, secrets)
 
 
 def _activity_from_event(type_: str, data: Any) -> tuple[str, dict[str, Any]] | None:
     """The activity entry a pushed event stands for, if any (chunks are not activity)."""
-    if not isinstance(data, dict) and type_ not in {"think", "analyze"}:
+    if type_ in {"think", "analyze"}:
+        if isinstance(data, dict):
+            thought, title = data.get("thought") or data.get("text") or "", data.get("title") or ""
+        else:
+            thought, title = "" if data is None else str(data), ""
+        return ActivityKind.REASONING, {
+            "type": type_,
+            "title": str(title),
+            "confidence": 1.0,
+            "thought": str(thought),
+        }
+    if not isinstance(data, dict):
         return None
     if type_ == "tool_call_result":
         return ActivityKind.TOOL_CALL, {
@@ -727,10 +791,6 @@ def _activity_from_event(type_: str, data: Any) -> tuple[str, dict[str, Any]] | 
             "is_error": bool(data.get("is_error", False)),
             "graph_item_id": data.get("graph_node_id"),
         }
-    if type_ in {"think", "analyze"}:
-        thought = data if isinstance(data, str) else (data.get("thought") or data.get("text") or "")
-        title = "" if isinstance(data, str) else (data.get("title") or "")
-        return ActivityKind.REASONING, {"type": type_, "title": title, "confidence": 1.0, "thought": thought}
     if type_ == "sub_agent_trigger":
         return ActivityKind.SUB_AGENT_TRIGGER, {
             "agent_id": data.get("agent_id", ""),
@@ -761,7 +821,7 @@ def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Tas
         existing = Task.objects.select_for_update().filter(pk=data.id).first() if data.id else None
         if existing is not None:
             if existing.organization_id != actor.organization_id or existing.agent_id != agent.id:
-                raise Conflict(f"Task id {data.id} is already in use")
+                raise Conflict("This task id cannot be used; omit it or choose another")
             if existing.is_finished:
                 raise Conflict(f"Task {existing.id} is already {existing.status}", status=existing.status)
             task = existing
@@ -774,6 +834,7 @@ def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Tas
                 input_text=text,
                 source="external_report",
                 status=Status.EXECUTING,
+                events_streaming=True,  # its log (task_created .. task_finished) is there to stream
             )
             if data.id:
                 task.id = data.id

@@ -51,6 +51,8 @@ class Task(models.Model):
     uploads = models.JSONField(default=dict, blank=True)  # file URL -> storage name of uploaded files
     input_user = models.JSONField(null=True, blank=True)
     user_id = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    # Whose vault tokens this task may use: the user id, if the creator may act for that user.
+    vault_user_id = models.CharField(max_length=200, blank=True, default="")
     user_tokens_encrypted = models.TextField(blank=True, default="")
 
     events_streaming = models.BooleanField(default=False)

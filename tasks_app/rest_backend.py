@@ -11,6 +11,7 @@ from ninja import Router
 
 from console import vault
 from tasks_app import actions, wire
+from tasks_app.errors import Forbidden
 from tasks_app.rest import json_body, parse
 from tasks_app.schemas import MetricsReportIn, TaskReportIn
 
@@ -32,7 +33,10 @@ def report_metrics(request: HttpRequest, agent_id: str) -> HttpResponse:
 
 @router.post("/mcp_auth/{agent_id}/{user_id}/get_token")
 def get_token(request: HttpRequest, agent_id: str, user_id: str) -> HttpResponse:
-    agent = actions.get_agent(request.auth, agent_id)
+    actor = request.auth
+    agent = actions.get_agent(actor, agent_id)
+    if not actor.may_act_for(user_id.removeprefix(f"{agent.id}_")):
+        raise Forbidden("Only an admin's key, or the user's own, may fetch a user's MCP token")
     raw = json_body(request)
     if not isinstance(raw, dict):
         raise actions.Invalid("body", "must be the MCP server details object")

@@ -27,7 +27,7 @@ class UserIn(Lenient):
 
 
 class AttachmentIn(Lenient):
-    url: str
+    url: str = Field(max_length=2048, pattern=r"^https?://")
     name: str | None = None
     mime: str | None = None
     size: int | None = None
@@ -121,7 +121,7 @@ class TokensIn(Lenient):
 class TaskReportIn(Lenient):
     """POST /agent-execution/{agent_id}/report_task: a task that ran outside the server."""
 
-    id: str | None = Field(default=None, min_length=1, max_length=64)
+    id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     input: str | None = None
     llm_response: Any = None
     tokens: TokensIn | None = None

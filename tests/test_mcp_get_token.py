@@ -111,3 +111,31 @@ def test_sdk_fail_open_routes_answer_at_once(alice, agent):
     assert alice.post("/api/media/extract", {"url": "x"}).status_code == 404
     sdk = alice.get(f"/api/agents/{agent.id}").json()
     assert sdk["agno_settings"] == {"session_storage": False} and "model_api_key" not in sdk
+
+
+def test_a_member_cannot_act_as_another_user(alice, bob, vera, agent):
+    alice.post(
+        f"/api/agent-execution/{agent.id}",
+        create_body(
+            "hi",
+            input={"text": "hi", "user": {"id": "u-7", "email": "u7@example.com"}},
+            user_tokens={"gi-github": "ghp_user7_secret"},
+        ),
+    )
+    r = bob.post(
+        f"/api/agent-execution/{agent.id}",
+        create_body(
+            "as u-7",
+            input={"text": "as u-7", "user": {"id": "u-7", "email": "u7@example.com"}},
+            user_tokens={"gi-github": "ghp_bobs_token"},
+        ),
+    )
+    assert r.status_code == 200
+    from tasks_app.models import Task
+
+    assert Task.objects.get(pk=r.json()["id"]).vault_user_id == ""
+    assert UserToken.objects.get(user_id="u-7").reveal() == "ghp_user7_secret"  # not overwritten by bob
+    assert bob.post(f"/api/mcp_auth/{agent.id}/u-7/get_token", details()).status_code == 403
+    assert vera.post(f"/api/mcp_auth/{agent.id}/u-7/get_token", details()).status_code == 403
+    own = bob.post(f"/api/mcp_auth/{agent.id}/bob@example.com/get_token", details())
+    assert own.status_code == 200 and own.json()["type"] == "token_issue"

@@ -106,3 +106,14 @@ def test_it_requires_an_api_key(alice, task_of):
         f"/api/agent-execution/{task['id']}/events/push", data="[]", content_type="application/json"
     )
     assert r.status_code == 401
+
+
+def test_it_refuses_events_for_a_finished_task_and_takes_any_thought(alice, task_of):
+    task = task_of()
+    r = alice.post(
+        f"/api/agent-execution/{task['id']}/events/push", [{"type": "think", "data": ["a", "list"]}]
+    )
+    assert r.status_code == 200
+    alice.patch(f"/api/agent-execution/{task['id']}/update", {"status": "completed", "result": "ok"})
+    r = alice.post(f"/api/agent-execution/{task['id']}/events/push", [{"type": "chunk", "data": "late"}])
+    assert r.status_code == 409 and r.json()["status"] == "completed"

@@ -85,3 +85,8 @@ def test_metrics_are_stored_against_the_task(alice, charlie, external_agent, tas
     assert (
         alice.post(f"/api/agents-metrics/{external_agent.id}/execution", {"status": "x"}).status_code == 422
     )
+
+
+def test_report_ids_are_plain_tokens(alice, external_agent):
+    r = alice.post(f"/api/agent-execution/{external_agent.id}/report_task", {**REPORT, "id": "a/b"})
+    assert r.status_code == 422 and r.json()["field"] == "id"

@@ -29,7 +29,8 @@ def resolve(task: Task, agent: Agent) -> tuple[str, str, str, str | None]:
         raise ModelConfigError(f"Agent {agent.name!r} has no model_name")
     base_url = agent.model_base_url or (OLLAMA_DEFAULT if provider == "ollama" else "")
     key = agent.get_model_api_key()
-    if not key:
+    if not key and not agent.model_base_url:
+        # The operator's key only ever goes to the provider's own endpoint, never to a URL an admin set.
         key = {
             "openai": os.environ.get("OPENAI_API_KEY"),
             "anthropic": os.environ.get("ANTHROPIC_API_KEY"),
@@ -38,13 +39,23 @@ def resolve(task: Task, agent: Agent) -> tuple[str, str, str, str | None]:
         env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
         raise ModelConfigError(
             f"No API key for model provider {provider}: set model_api_key on agent {agent.name!r} "
-            f"(PATCH /api/v1/agents/{agent.id}) or {env} in the server's environment"
+            f"(PATCH /api/v1/agents/{agent.id})"
+            + (
+                f"; the server's {env} is only sent to the provider's own endpoint, not to {base_url}"
+                if agent.model_base_url
+                else f" or {env} in the server's environment"
+            )
         )
     if provider == "openai_compatible" and not base_url:
         raise ModelConfigError(
             f"Agent {agent.name!r} uses an OpenAI-compatible provider but has no model_base_url"
         )
     return provider, name, base_url, key
+
+
+def environment_keys() -> list[str]:
+    """The operator's provider keys, so the runtime can mask them wherever they might echo back."""
+    return [os.environ.get("OPENAI_API_KEY", ""), os.environ.get("ANTHROPIC_API_KEY", "")]
 
 
 def build_model(task: Task, agent: Agent):

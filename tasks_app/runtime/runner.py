@@ -93,6 +93,7 @@ def _secrets(agent: Agent, tokens: dict[str, Any], items: list[GraphItem]) -> li
     key = agent.get_model_api_key()
     if key:
         found.append(key)
+    found += [v for v in llm.environment_keys() if v]
     for item in items:
         for value in item.secret_settings().values():
             found += [value] if isinstance(value, str) else [v for v in value.values() if isinstance(v, str)]
@@ -117,7 +118,7 @@ def token_for(state: RunState, item: GraphItem) -> tuple[str | None, dict[str, s
 def _stored_token(task: Task, item: GraphItem) -> str | None:
     from console import vault
 
-    return vault.token_for(task.organization_id, task.user_id, item) if task.user_id else None
+    return vault.token_for(task.organization_id, task.vault_user_id, item) if task.vault_user_id else None
 
 
 def instructions(task: Task, agent: Agent) -> str:
@@ -242,6 +243,7 @@ async def _enter_toolsets(state: RunState, sink, stack: contextlib.AsyncExitStac
         mcp = item.mcp_settings
         url, server_name = mcp.get("url", ""), mcp.get("name") or item.name or item.key
         token, headers = token_for(state, item)
+        state.secrets.extend(t for t in [token, *headers.values()] if t)  # vault tokens are masked too
         toolset = MCPToolset(
             url,
             id=f"mcp-{_slug(item.key)}",
@@ -327,7 +329,7 @@ async def run_turn(task_id: str, worker_id: str) -> None:
 
     task, agent, items, tokens, history = await aload(task_id)
     state = RunState(task, agent, items, tokens, _secrets(agent, tokens, items))
-    sink = EventSink(task_id, state.secrets)
+    sink = EventSink(task_id, state.secrets, worker_id)
     status, result = Status.COMPLETED, None
     usage: dict[str, int] = {}
     try:

@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 
 class EventSink:
-    def __init__(self, task_id: str, secrets: list[str]) -> None:
+    def __init__(self, task_id: str, secrets: list[str], worker_id: str | None = None) -> None:
         self.task_id = task_id
         self.secrets = secrets
+        self.worker_id = worker_id
         self._text: list[str] = []
         self._events: list[tuple[str, Any]] = []
         self._activity: list[tuple[str, dict[str, Any]]] = []
@@ -64,7 +65,9 @@ class EventSink:
             return
         events, activity = self._events, self._activity
         self._events, self._activity = [], []
-        await actions.arecord_progress(self.task_id, events=events, activity=activity, secrets=self.secrets)
+        await actions.arecord_progress(
+            self.task_id, events=events, activity=activity, secrets=self.secrets, worker_id=self.worker_id
+        )
 
     async def close(self) -> None:
         """Write everything still buffered; safe to call from a cancelled run's cleanup."""

@@ -70,7 +70,7 @@ class WorkerPool:
 
     def _cancel_local(self, task_id: str) -> None:
         run = self.running.get(task_id)
-        if run is not None:
+        if run is not None and not run.cancelling():  # a second cancel would cut the stop's own cleanup
             run.cancel()
 
     async def _claim_loop(self) -> None:
@@ -121,7 +121,8 @@ class WorkerPool:
                 log.exception("lease renewal for task %s failed", task_id)
                 continue
             if not alive:  # stopped, finished elsewhere, or taken over: stop running it
-                run.cancel()
+                if not run.cancelling():
+                    run.cancel()
                 return
 
     async def _reap_loop(self) -> None:

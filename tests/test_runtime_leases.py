@@ -1,0 +1,73 @@
+"""The runtime's writes are fenced by its lease, and model keys go only where they belong."""
+
+from __future__ import annotations
+
+import pytest
+
+from console.models import Agent
+from tasks_app import actions
+from tasks_app.models import Task, TaskEvent
+from tasks_app.runtime import llm
+from tests.conftest import create_body
+
+
+@pytest.fixture
+def builtin_agent(alice) -> Agent:
+    r = alice.post(
+        "/api/v1/agents",
+        {
+            "name": "Runner",
+            "framework": "builtin",
+            "model_provider": "openai",
+            "model_name": "gpt-4o-mini",
+            "model_base_url": "https://llm.example.com/v1",
+        },
+    )
+    assert r.status_code == 201, r.content
+    return Agent.objects.get(pk=r.json()["id"])
+
+
+def test_a_run_that_lost_its_task_writes_nothing(alice, builtin_agent):
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    assert actions.claim_task(task["id"], "w1", 30) is not None
+    assert actions.record_progress(task["id"], events=[("chunk", "a")], worker_id="w1")
+    actions.force_stop(task["id"], "Stopped by request")
+    before = TaskEvent.objects.filter(task_id=task["id"]).count()
+    assert actions.record_progress(task["id"], events=[("chunk", "late")], worker_id="w1") == []
+    assert actions.finish_task(task["id"], "completed", "late", worker_id="w1") is None
+    assert TaskEvent.objects.filter(task_id=task["id"]).count() == before
+    assert Task.objects.get(pk=task["id"]).status == "stopped"
+
+
+def test_another_workers_writes_are_dropped(alice, builtin_agent):
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    actions.claim_task(task["id"], "w1", 30)
+    assert actions.record_progress(task["id"], events=[("chunk", "x")], worker_id="w2") == []
+
+
+def test_a_run_that_completes_despite_a_stop_is_not_manually_stopped(alice, builtin_agent):
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    actions.claim_task(task["id"], "w1", 30)
+    actor = actions.Actor(alice.org.id, "owner")
+    assert actions.stop_task(actor, task["id"]).status == "executing"  # the worker is asked to cancel
+    finished = actions.finish_task(task["id"], "completed", "done", worker_id="w1")  # but finishes first
+    assert finished.status == "completed" and finished.is_manually_stopped is False
+
+
+def test_the_operators_key_never_goes_to_an_admins_url(monkeypatch, builtin_agent):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-operator")
+    task = Task(agent=builtin_agent, organization=builtin_agent.organization)
+    with pytest.raises(llm.ModelConfigError, match="only sent to the provider's own endpoint"):
+        llm.resolve(task, builtin_agent)
+    builtin_agent.model_base_url = ""
+    assert llm.resolve(task, builtin_agent)[3] == "sk-operator"
+
+
+def test_the_server_drives_builtin_status(alice, builtin_agent):
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    r = alice.patch(f"/api/agent-execution/{task['id']}/update", {"status": "executing"})
+    assert r.status_code == 409
+    r = alice.patch(f"/api/agent-execution/{task['id']}/update", {"status": "stopped"})
+    assert (
+        r.status_code == 200 and r.json()["status"] == "stopped" and r.json()["is_manually_stopped"] is True
+    )
