@@ -7,9 +7,9 @@ from datetime import timedelta
 from django.http import HttpRequest
 from django.utils import timezone
 
-from console.models import ApiKey, Membership, hash_api_key
+from console.models import ApiKey, hash_api_key
 from tasks_app.actions import Actor
-from tasks_app.errors import Forbidden, NotFound, Unauthorized
+from tasks_app.errors import NotFound, Unauthorized
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # record last use without a write on every request
 
@@ -46,17 +46,3 @@ def actor_for_request(request: HttpRequest) -> Actor:
     if url_org is not None and url_org != actor.organization_id:
         raise NotFound(f"Organization {url_org} not found")
     return actor
-
-
-def actor_for_member(membership: Membership) -> Actor:
-    return Actor(
-        organization_id=membership.organization_id,
-        role=membership.role,
-        user_id=membership.user_id,
-        label=str(membership.user),
-    )
-
-
-def require_role(actor: Actor, role: str, doing: str) -> None:
-    if not actor.can(role):
-        raise Forbidden(f"{doing} needs the {role} role; yours is {actor.role}")

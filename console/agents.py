@@ -17,6 +17,7 @@ from console import crypto
 from console.models import Agent, GraphItem, Role
 from tasks_app.actions import Actor
 from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound
+from tasks_app.masking import is_secret_key
 
 SECRET_MCP_KEYS = ("api_key", "client_secret", "headers")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
@@ -142,7 +143,8 @@ def _write_graph(actor: Actor, agent: Agent, graph: list[GraphItemIn]) -> None:
             sent = item.settings.mcp_settings.model_fields_set
             old = previous.get(key)
             kept = old.secret_settings() if old and old.mcp_settings.get("url") == mcp["url"] else {}
-            for name in SECRET_MCP_KEYS:
+            secret_names = {*SECRET_MCP_KEYS, *kept, *(k for k in mcp if is_secret_key(k))}
+            for name in sorted(secret_names):
                 value = mcp.pop(name, None)
                 if name not in sent:
                     value = kept.get(name)
@@ -160,6 +162,11 @@ def _write_graph(actor: Actor, agent: Agent, graph: list[GraphItemIn]) -> None:
                 raise Invalid(
                     f"graph[{index}].item_id", f"no other agent {item.item_id!r} in this organization"
                 )
+            if _reaches(item.item_id, agent.id):
+                raise Invalid(
+                    f"graph[{index}].item_id",
+                    "this sub-agent, or one of its own, delegates back to this agent",
+                )
         rows.append(
             GraphItem(
                 agent=agent,
@@ -174,6 +181,20 @@ def _write_graph(actor: Actor, agent: Agent, graph: list[GraphItemIn]) -> None:
         )
     agent.graph_items.all().delete()
     GraphItem.objects.bulk_create(rows)
+
+
+def _reaches(start: str, target: str) -> bool:
+    """Whether delegating to `start` can lead back to `target` (a sub-agent cycle never ends)."""
+    seen, frontier = set(), [start]
+    while frontier:
+        current = frontier.pop()
+        if current == target:
+            return True
+        if current in seen:
+            continue
+        seen.add(current)
+        frontier += GraphItem.objects.filter(agent_id=current, type="agent").values_list("item_id", flat=True)
+    return False
 
 
 def create_agent(actor: Actor, data: AgentIn) -> Agent:

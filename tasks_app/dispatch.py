@@ -49,7 +49,3 @@ def request_cancel(task_id: str) -> None:
             backend.cancel(task_id)
         except Exception:
             log.exception("cancel hint for task %s failed; the heartbeat will see the stop", task_id)
-
-
-def install() -> None:
-    """Called from AppConfig.ready. Backends register themselves when they start (see runtime.worker)."""

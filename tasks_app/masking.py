@@ -12,15 +12,20 @@ from typing import Any
 
 MASK = "REDACTED"
 _SECRET_KEY_RE = re.compile(
-    r"(^|[_-])(authorization|access[_-]?token|refresh[_-]?token|api[_-]?key|x-api-key|password|secret|"
-    r"client[_-]?secret|bearer|cookie|user[_-]?tokens|token)$",
+    r"(^|[_-])(authorization|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token|api[_-]?key|"
+    r"x-api-key|password|passwd|secret|client[_-]?secret|private[_-]?key|credentials?|bearer|cookie|"
+    r"user[_-]?tokens|token)$",
     re.IGNORECASE,
 )
-_BEARER_RE = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_BEARER_RE = re.compile(
+    r"(?i)(\bbearer|authorization[\"']?\s*[:=]\s*[\"']?(?:token|basic|bearer))\s+[A-Za-z0-9._~+/=-]{12,}"
+)
 
 
 def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY_RE.search(key))
+    """Names like api_key, X-Api-Key, accessToken or private_key (camelCase is split first)."""
+    return bool(_SECRET_KEY_RE.search(_CAMEL.sub("_", key)))
 
 
 def mask(value: Any, secrets: Iterable[str] = ()) -> Any:

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -86,6 +88,18 @@ def install_error_handlers(api: NinjaAPI) -> None:
     def _http(request: HttpRequest, exc: HttpError) -> HttpResponse:
         return error_response(exc.status_code, {"detail": str(exc)})
 
+    @api.exception_handler(RequestDataTooBig)
+    def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+        return error_response(413, {"detail": f"Request body too large: {exc}"})
+
+    @api.exception_handler(SuspiciousOperation)
+    def _bad_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+        return error_response(400, {"detail": f"Bad request: {exc}"})
+
+    @api.exception_handler(MultiPartParserError)
+    def _bad_multipart(request: HttpRequest, exc: MultiPartParserError) -> HttpResponse:
+        return error_response(400, {"detail": f"Malformed multipart body: {exc}"})
+
     @api.exception_handler(Exception)
     def _crash(request: HttpRequest, exc: Exception) -> HttpResponse:
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -154,15 +168,7 @@ def get_task(request: HttpRequest, id: str) -> HttpResponse:
     return _task_response(actions.get_task(request.auth, id))
 
 
-UPDATE_SPARSE_KEYS = {
-    "status",
-    "result",
-    "source",
-    "last_executed_node_id",
-    "tool_call_payload_extension",
-    "internal_status",
-    "title",
-}
+UPDATE_SPARSE_KEYS = {"status", "result", "source", "last_executed_node_id", "internal_status", "title"}
 FULL_DUMP_MARKERS = {"id", "agent_id", "organization_id", "created_at", "input"}
 
 

@@ -211,8 +211,6 @@ def agent_json(agent: Agent) -> dict[str, Any]:
             mcp = {"type": "remote", "transport": "streamable-http", "auth_type": "none", **item.mcp_settings}
             mcp.setdefault("name", item.name or item.key)
             entry["settings"] = {"mcp_settings": mcp}
-        elif item.settings:
-            entry["settings"] = {k: v for k, v in item.settings.items() if k != "mcp_settings"}
         graph.append(entry)
     out: dict[str, Any] = {
         "id": agent.id,

@@ -280,3 +280,34 @@ def test_it_requires_an_api_key(alice):
     r = alice.client.post("/api/v1/agents", data='{"name": "x"}', content_type="application/json")
     assert r.status_code == 401
     assert not Agent.objects.exists()
+
+
+def test_it_rejects_a_sub_agent_cycle(alice):
+    a = alice.post("/api/v1/agents", {"name": "Cycle A"}).json()
+    b = alice.post(
+        "/api/v1/agents", {"name": "Cycle B", "graph": [{"type": "agent", "item_id": a["id"]}]}
+    ).json()
+    r = alice.patch(f"/api/v1/agents/{a['id']}", {"graph": [{"type": "agent", "item_id": b["id"]}]})
+    assert r.status_code == 422
+    assert r.json()["field"] == "graph[0].item_id" and "delegates back" in r.json()["detail"]
+
+
+def test_secret_looking_mcp_settings_are_never_echoed(alice, vera):
+    graph = [
+        {
+            "id": "gi-x",
+            "type": "mcp",
+            "settings": {
+                "mcp_settings": {
+                    "url": "https://mcp.test/mcp",
+                    "access_token": "tok-very-secret",
+                    "clientSecret": "cs-secret",
+                }
+            },
+        }
+    ]
+    r = alice.post("/api/v1/agents", {"name": "Secretive", "graph": graph})
+    assert r.status_code == 201
+    for reader in (alice, vera):
+        body = reader.get(f"/api/agents/{r.json()['id']}").content.decode()
+        assert "tok-very-secret" not in body and "cs-secret" not in body

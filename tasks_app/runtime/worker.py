@@ -74,16 +74,27 @@ class WorkerPool:
             run.cancel()
 
     async def _claim_loop(self) -> None:
+        """Claim hinted tasks at once, and poll the database at least every WORKER_POLL_SECONDS.
+
+        Hints are only a shortcut: polling on a timer too means a busy stream of hints never
+        starves tasks whose hint was lost (created by another process, or while this pool was full).
+        """
         assert self._hints is not None
+        loop = asyncio.get_running_loop()
+        next_poll = 0.0
         while True:
             candidates: list[str] = []
             try:
-                first = await asyncio.wait_for(self._hints.get(), timeout=settings.WORKER_POLL_SECONDS)
-                candidates.append(first)
+                timeout = max(next_poll - loop.time(), 0.0)
+                candidates.append(await asyncio.wait_for(self._hints.get(), timeout=timeout))
                 while not self._hints.empty():
                     candidates.append(self._hints.get_nowait())
             except TimeoutError:
-                candidates = await sync_to_async(_pending_ids)(max(self.concurrency - len(self.running), 0))
+                pass
+            free = self.concurrency - len(self.running)
+            if loop.time() >= next_poll and free > 0:
+                next_poll = loop.time() + settings.WORKER_POLL_SECONDS
+                candidates += await sync_to_async(_pending_ids)(free)
             for task_id in dict.fromkeys(candidates):
                 if len(self.running) >= self.concurrency or task_id in self.running:
                     continue
@@ -94,6 +105,8 @@ class WorkerPool:
                     continue
                 if task is not None:
                     self.running[task_id] = asyncio.create_task(self._execute(task_id))
+            if len(self.running) >= self.concurrency:
+                await asyncio.sleep(0.05)  # full: let runs finish before looking again
 
     async def _execute(self, task_id: str) -> None:
         run = asyncio.create_task(run_turn(task_id, self.worker_id))
