@@ -124,3 +124,17 @@ def test_a_bad_upload_writes_nothing(daphne_server):
     assert r.status_code == 413
     after = sorted(p for p in media.rglob("*") if p.is_file()) if media.exists() else []
     assert before == after
+
+
+async def test_fetch_pins_and_rechecks_every_redirect(file_server, settings):
+    from tasks_app.runtime import files
+
+    settings.FILE_FETCH_ALLOWLIST = ["127.0.0.1"]
+    file_server.add("/hop", b"", status=302, headers={"Location": "http://10.1.2.3/secret"})
+    with pytest.raises(files.FetchRefused, match="private"):
+        await files.fetch(file_server.url("/hop"))
+    data, _ = await files.fetch(file_server.url("/data.csv"))
+    assert data.startswith(b"name,qty")
+    settings.FILE_FETCH_ALLOWLIST = []
+    with pytest.raises(files.FetchRefused, match="loopback"):
+        await files.fetch(file_server.url("/data.csv"))

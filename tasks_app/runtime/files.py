@@ -133,32 +133,48 @@ def _allowed(host: str, addresses: list[str]) -> bool:
     return False
 
 
-async def _check_host(url: str) -> None:
+async def _check_host(url: str) -> str:
+    """Resolve the URL's host once and return the vetted address the request must go to."""
     parsed = urlparse(url)
     if parsed.scheme not in {"http", "https"} or not parsed.hostname:
         raise FetchRefused(f"{url}: only http(s) URLs can be fetched")
     host = parsed.hostname
+    default_port = 443 if parsed.scheme == "https" else 80
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parsed.port or 80, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, parsed.port or default_port, type=socket.SOCK_STREAM
+        )
     except OSError:
         raise FetchRefused(f"{url}: host {host} does not resolve") from None
     addresses = sorted({info[4][0] for info in infos})
-    if _allowed(host, addresses):
-        return
-    for address in addresses:
-        ip = ipaddress.ip_address(address)
-        if not ip.is_global or ip.is_multicast:
-            raise FetchRefused(f"{url}: refusing to fetch from a private, loopback or link-local address")
+    if not _allowed(host, addresses):
+        for address in addresses:
+            ip = ipaddress.ip_address(address)
+            if not ip.is_global or ip.is_multicast:
+                raise FetchRefused(f"{url}: refusing to fetch from a private, loopback or link-local address")
+    return addresses[0]
+
+
+def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The URL rewritten to the vetted address, so a second DNS answer cannot redirect the connection."""
+    parsed = urlparse(url)
+    ip_host = f"[{address}]" if ":" in address else address
+    netloc = ip_host + (f":{parsed.port}" if parsed.port else "")
+    host_header = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+    extensions = {"sni_hostname": parsed.hostname} if parsed.scheme == "https" else {}
+    return parsed._replace(netloc=netloc).geturl(), {"Host": host_header}, extensions
 
 
 async def fetch(url: str, limit: int = MAX_BYTES) -> tuple[bytes, str]:
-    """GET a URL within the limits, re-checking the address at every redirect."""
+    """GET a URL within the limits, re-checking (and pinning) the address at every redirect."""
     async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as client:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            await _check_host(current)
+            target, headers, extensions = _pinned(current, await _check_host(current))
             try:
-                async with client.stream("GET", current) as response:
+                request = client.build_request("GET", target, headers=headers, extensions=extensions)
+                response = await client.send(request, stream=True)
+                try:
                     if response.is_redirect and response.headers.get("location"):
                         current = urljoin(current, response.headers["location"])
                         continue
@@ -170,6 +186,8 @@ async def fetch(url: str, limit: int = MAX_BYTES) -> tuple[bytes, str]:
                         if len(body) > limit:
                             raise FetchRefused(f"{url}: larger than {limit // (1024 * 1024)} MB")
                     return bytes(body), response.headers.get("content-type", "")
+                finally:
+                    await response.aclose()
             except httpx.HTTPError as exc:
                 raise FetchRefused(f"{url}: {type(exc).__name__}") from None
         raise FetchRefused(f"{url}: more than {MAX_REDIRECTS} redirects")
