@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
 from ninja import NinjaAPI
 
@@ -17,6 +18,7 @@ api.add_router("", rest.router)
 api.add_router("", rest_backend.router)
 
 
+@csrf_exempt  # API clients send no CSRF token; an unknown route is a JSON 404, never an HTML 403
 def api_not_found(request: HttpRequest, rest_of_path: str = "") -> JsonResponse:
     return JsonResponse({"detail": f"No API route {request.method} {request.path}"}, status=404)
 

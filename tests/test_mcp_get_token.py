@@ -139,3 +139,16 @@ def test_a_member_cannot_act_as_another_user(alice, bob, vera, agent):
     assert vera.post(f"/api/mcp_auth/{agent.id}/u-7/get_token", details()).status_code == 403
     own = bob.post(f"/api/mcp_auth/{agent.id}/bob@example.com/get_token", details())
     assert own.status_code == 200 and own.json()["type"] == "token_issue"
+
+
+def test_unknown_routes_answer_json_404_to_a_client_without_csrf(alice):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    r = client.post(
+        "/api/tools/x/channel-presence",
+        data="{}",
+        content_type="application/json",
+        headers={"x-api-key": alice.key},
+    )
+    assert r.status_code == 404 and r["Content-Type"] == "application/json"
