@@ -381,7 +381,8 @@ def _classify(exc: Exception, task: Task) -> tuple[str, str]:
         )
     if isinstance(exc, ModelHTTPError):
         kind = "rate limited the request" if exc.status_code == 429 else f"answered HTTP {exc.status_code}"
-        return Status.FAILED, f"The model {kind} after {llm.MODEL_RETRIES} retries: {str(exc.body)[:300]}"
+        when = "mid-stream" if getattr(exc, "in_stream", False) else f"after {llm.MODEL_RETRIES} retries"
+        return Status.FAILED, f"The model {kind} {when}: {str(exc.body)[:300]}"
     if isinstance(exc, ModelAPIError):
         return Status.FAILED, f"The model could not be reached: {exc}"[:500]
     cause = _auth_cause(exc)
