@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from django.core.asgi import get_asgi_application
@@ -9,11 +10,13 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 django_app = get_asgi_application()
 
-from tasks_app.runtime.worker import start_embedded, stop_embedded  # noqa: E402 - needs Django set up
+from tasks_app import bus  # noqa: E402 - needs Django set up
+from tasks_app.runtime.worker import start_embedded, stop_embedded  # noqa: E402
 
 
 async def application(scope, receive, send) -> None:
     """Django, plus starting the embedded worker on lifespan startup or the first connection."""
+    bus.bind_loop(asyncio.get_running_loop())
     if scope["type"] == "lifespan":
         while True:
             message = await receive()

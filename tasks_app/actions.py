@@ -180,6 +180,18 @@ def events_after(task_id: str, after_seq: int, limit: int = 1000) -> list[TaskEv
 # Internal writers (called inside an action's transaction)
 
 
+def _locked_task(actor: Actor, task_id: str) -> Task:
+    """The caller's organization's task, its row locked for this transaction (one query)."""
+    try:
+        return (
+            Task.objects.select_for_update(of=("self",))
+            .select_related("agent")
+            .get(pk=task_id, organization_id=actor.organization_id)
+        )
+    except (Task.DoesNotExist, ValueError):
+        raise NotFound(f"Task {task_id} not found") from None
+
+
 def _task_for_update(task_id: str) -> Task:
     return Task.objects.select_for_update(of=("self",)).select_related("agent").get(pk=task_id)
 
@@ -274,7 +286,8 @@ def _finish(
         "is_manually_stopped",
         "duration",
     )
-    _append_events(task, [("task_updated", _snapshot(task)), ("task_finished", _snapshot(task))])
+    snapshot = _snapshot(task)
+    _append_events(task, [("task_updated", snapshot), ("task_finished", snapshot)])
 
 
 def _require_writer(actor: Actor) -> None:
@@ -605,7 +618,7 @@ def stop_task(actor: Actor, task_id: str) -> Task:
     if actor.role != SYSTEM:
         _require_writer(actor)
     with transaction.atomic():
-        task = _task_for_update(get_task(actor, task_id).pk)
+        task = _locked_task(actor, task_id)
         if task.is_finished:
             raise Conflict(f"Task {task.id} is already {task.status}", status=task.status)
         running_here = (
@@ -644,7 +657,7 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
     """Apply PATCH .../update: a sparse update, or the SDK's full dump from save()/set_status()."""
     _require_writer(actor)
     with transaction.atomic():
-        task = _task_for_update(get_task(actor, task_id).pk)
+        task = _locked_task(actor, task_id)
         changed: list[str] = []
         if "internal_status" in fields:
             changed += _set_internal_status(task, data.internal_status)
@@ -724,7 +737,7 @@ def set_internal_status(actor: Actor, task_id: str, value: str | None) -> Task:
     """Set the custom status; allowed on finished tasks too (teams track follow-up that way)."""
     _require_writer(actor)
     with transaction.atomic():
-        task = _task_for_update(get_task(actor, task_id).pk)
+        task = _locked_task(actor, task_id)
         if _set_internal_status(task, value):
             _save(task, "internal_status")
             _append_events(task, [("task_updated", _snapshot(task))])
@@ -755,7 +768,7 @@ def push_events(actor: Actor, task_id: str, events: list[tuple[str, Any]]) -> li
                 f"[{index}].type", f"{type_!r} cannot be pushed; one of {', '.join(sorted(PUSHABLE_EVENTS))}"
             )
     with transaction.atomic():
-        task = _task_for_update(get_task(actor, task_id).pk)
+        task = _locked_task(actor, task_id)
         if task.is_finished:
             raise Conflict(
                 f"Task {task.id} is already {task.status}; it takes no more events", status=task.status
@@ -878,7 +891,7 @@ def record_metrics(actor: Actor, agent_id: str, data: MetricsReportIn) -> Task:
     """Store an execution metrics report against its task (the SDK's task.report_metrics())."""
     _require_writer(actor)
     with transaction.atomic():
-        task = _task_for_update(get_task(actor, data.execution_id).pk)
+        task = _locked_task(actor, data.execution_id)
         if task.agent_id != agent_id:
             raise NotFound(f"Task {data.execution_id} not found for agent {agent_id}")
         reports = list((task.metrics or {}).get("reports", []))[-49:]

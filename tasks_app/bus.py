@@ -6,6 +6,7 @@ subscriber that sees a gap in `seq` reads the log instead of trusting the messag
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -33,5 +34,24 @@ async def apublish(message: dict[str, Any]) -> None:
         log.exception("channel layer publish failed for task %s", message["task_id"])
 
 
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def bind_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Remember the server's event loop, so sync code (views in threads) can publish without waiting."""
+    global _loop
+    _loop = loop
+
+
 def publish(message: dict[str, Any]) -> None:
+    """Publish from sync code: hand the send to the server's loop (FIFO, so order is kept), or block."""
+    loop = _loop
+    if loop is not None and loop.is_running():
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            asyncio.run_coroutine_threadsafe(apublish(message), loop)
+            return
     async_to_sync(apublish)(message)

@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from console.models import Framework
-from tasks_app import actions, dispatch
+from tasks_app import actions, bus, dispatch
 from tasks_app.models import Status, Task
 from tasks_app.runtime.runner import SHUTDOWN, run_turn
 
@@ -46,6 +46,7 @@ class WorkerPool:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        bus.bind_loop(self.loop)
         self._hints = asyncio.Queue()
         dispatch.register(self)
         self._loops = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._reap_loop())]
