@@ -51,7 +51,8 @@ def _fetch(task_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
     return [{"seq": r.seq, "type": r.type, "time": wire.iso(r.time), "data": r.data} for r in rows], status
 
 
-afetch = sync_to_async(_fetch)
+# Reads only: a shared pool, not a thread per open stream (the per-request thread-sensitive default).
+afetch = sync_to_async(_fetch, thread_sensitive=False)
 
 
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
@@ -70,21 +71,41 @@ async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
 
 
 async def follow(task_id: str, organization_id: str, after: int) -> AsyncIterator[str]:
-    """Yield SSE frames after `after` until the task is finished and fully sent."""
+    """Yield SSE frames after `after` until the task is finished and fully sent.
+
+    Frames of one batch go out as one write: per-write cost in the ASGI server, not JSON, is what a
+    busy stream pays for most.
+    """
     layer = get_channel_layer()
     channel = await layer.new_channel()
     group = bus.group_name(task_id)
     await layer.group_add(group, channel)  # subscribe before reading the log: nothing falls between
     last = after
-    try:
-        yield ": connected\n\n"
+
+    def frames(events: list[dict[str, Any]]) -> str:
+        nonlocal last
+        out = []
+        for event in events:
+            out.append(frame(task_id, organization_id, event))
+            last = event["seq"]
+        return "".join(out)
+
+    status = ""
+
+    async def drain() -> AsyncIterator[str]:
+        """The log after `last`, page by page; leaves the task's status in `status`."""
+        nonlocal status
         while True:
             events, status = await afetch(task_id, last)
-            for event in events:
-                yield frame(task_id, organization_id, event)
-                last = event["seq"]
+            yield frames(events)
             if len(events) < PAGE:
-                break
+                return
+
+    try:
+        first = True
+        async for chunk in drain():
+            yield (": connected\n\n" if first else "") + chunk
+            first = False
         if status in TERMINAL_STATUSES:
             return
         while True:
@@ -99,19 +120,13 @@ async def follow(task_id: str, organization_id: str, after: int) -> AsyncIterato
                 events = [e for e in message.get("events", []) if e["seq"] > last]
                 status = message.get("status", "")
                 if events and events[0]["seq"] == last + 1:
-                    for event in events:
-                        yield frame(task_id, organization_id, event)
-                        last = event["seq"]
+                    yield frames(events)
                     if status not in TERMINAL_STATUSES:
                         continue
             # A gap, a quiet period or a final status: the log decides.
-            while True:
-                events, status = await afetch(task_id, last)
-                for event in events:
-                    yield frame(task_id, organization_id, event)
-                    last = event["seq"]
-                if len(events) < PAGE:
-                    break
+            async for chunk in drain():
+                if chunk:
+                    yield chunk
             if status in TERMINAL_STATUSES:
                 return
     finally:
