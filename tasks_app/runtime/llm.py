@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
+from typing import Any
 
 from console.models import Agent
 from tasks_app.models import Task
@@ -58,27 +61,54 @@ def environment_keys() -> list[str]:
     return [os.environ.get("OPENAI_API_KEY", ""), os.environ.get("ANTHROPIC_API_KEY", "")]
 
 
-def build_model(task: Task, agent: Agent):
+_clients: dict[tuple, Any] = {}
+
+
+def _client(provider: str, base_url: str, key: str | None) -> Any:
+    """One SDK client (and connection pool) per endpoint and key, per event loop.
+
+    Building a client costs an SSL context and a connection pool; tasks of the same agent share
+    them. A cancelled stream still closes its own connection, so stops are unaffected.
+    """
+    loop = asyncio.get_running_loop()
+    cache_key = (
+        id(loop),
+        provider == "anthropic",
+        base_url,
+        hashlib.sha256((key or "").encode()).hexdigest(),
+    )
+    client = _clients.get(cache_key)
+    if client is None:
+        if provider == "anthropic":
+            from anthropic import AsyncAnthropic
+
+            client = AsyncAnthropic(
+                api_key=key, base_url=base_url or None, max_retries=MODEL_RETRIES, timeout=MODEL_TIMEOUT
+            )
+        else:
+            from openai import AsyncOpenAI
+
+            client = AsyncOpenAI(
+                api_key=key or "not-needed",
+                base_url=base_url or None,
+                max_retries=MODEL_RETRIES,
+                timeout=MODEL_TIMEOUT,
+            )
+        _clients[cache_key] = client
+    return client
+
+
+def build_model(task: Task, agent: Agent) -> Any:
     """A pydantic-ai model with bounded retries (the provider SDKs back off on 429/5xx)."""
     provider, name, base_url, key = resolve(task, agent)
+    client = _client(provider, base_url, key)
     if provider == "anthropic":
-        from anthropic import AsyncAnthropic
         from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider
 
-        client = AsyncAnthropic(
-            api_key=key, base_url=base_url or None, max_retries=MODEL_RETRIES, timeout=MODEL_TIMEOUT
-        )
         return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=client))
-    from openai import AsyncOpenAI
     from pydantic_ai.models.openai import OpenAIChatModel
 
-    client = AsyncOpenAI(
-        api_key=key or "not-needed",
-        base_url=base_url or None,
-        max_retries=MODEL_RETRIES,
-        timeout=MODEL_TIMEOUT,
-    )
     if provider == "openai":
         from pydantic_ai.providers.openai import OpenAIProvider
 
