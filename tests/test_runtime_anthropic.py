@@ -56,6 +56,7 @@ def test_an_anthropic_agent_thinks_calls_a_tool_as_the_user_and_streams_its_answ
         agent = anthropic_agent(api, model, graph=mcp_graph(mcp_server.url))
         task = start(api, agent, f"{marker} Who am I?", user_tokens={"gi-tools": "tok-alice"})
         events = sse(daphne_server, alice, task["id"])
+        model.wait_request(1)  # the server thread records the end of an answer after the client read it
         requests = model.requests
         assert model.errors == []
     log = api.get(f"/activity/{agent['id']}/{task['id']}").json()["messages"]

@@ -89,6 +89,8 @@ async def test_streamed_run_with_tool_call_and_text(scripted_model: ScriptedMode
     usage = final.result.usage
     assert (usage.input_tokens, usage.output_tokens, usage.requests) == (31, 12, 2)
 
+    # The client can finish reading before the server thread records the end of its answer.
+    await scripted_model.wait_request_async(1)
     first, second = scripted_model.requests
     assert first.stream and second.stream and first.completed and second.completed
     assert first.body["stream_options"] == {"include_usage": True}
@@ -283,6 +285,7 @@ async def test_function_script_for_benchmarks(scripted_model: ScriptedModel):
 
     outputs = await asyncio.gather(*(one(i) for i in range(30)))
     assert outputs == [answer] * 30
+    await scripted_model.wait_for_async(lambda: all(r.done for r in scripted_model.requests))
     reqs = scripted_model.requests
     assert len(reqs) == 60 and all(r.completed and not r.disconnected for r in reqs)
     assert sum(r.chunks_sent for r in reqs) == 30 * (20 + 2)  # 20 text chunks + 2 argument pieces per task
