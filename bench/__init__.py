@@ -1,0 +1,1 @@
+"""Benchmarks (see bench/runtime.py and docs/benchmarks.md)."""
