@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-sdk lint bench clean
+.PHONY: install run test test-sdk lint bench bench-quick clean
 
 $(STAMP): pyproject.toml .python-version
 	@command -v pyenv >/dev/null 2>&1 && PYBIN=$$(pyenv root)/versions/$$(pyenv latest -k $(PYTHON_VERSION) 2>/dev/null || echo $(PYTHON_VERSION))/bin/python; \
@@ -30,6 +30,12 @@ test: install
 
 test-sdk: install
 	$(PY) -m pytest -q -m sdk
+
+bench: install
+	$(PY) bench/runtime.py
+
+bench-quick: install
+	$(PY) bench/runtime.py --quick
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
