@@ -69,7 +69,6 @@ from tests.tools.scripted_model import (
     ScriptedModel,
     ToolCall,
     _Conn,
-    _Disconnected,
     _split,
     message_text,
 )
@@ -231,6 +230,8 @@ class ScriptedAnthropic(ScriptedModel):
     reported in answers (default: the one requested).
     """
 
+    record_class = AnthropicRequest
+
     def __init__(self, *args: Any, process: bool = False, **kwargs: Any) -> None:
         if process:
             raise ValueError("ScriptedAnthropic runs in a thread only (process=True is not supported)")
@@ -306,38 +307,12 @@ class ScriptedAnthropic(ScriptedModel):
             await self._send_json(conn, 200, {"input_tokens": tokens})
             return True
         if method == "POST" and route.endswith("/messages"):
-            return await self._messages(conn, path, headers, raw)
+            return await self._chat(conn, path, headers, raw)
         if method == "GET" and path == "/health":
             await self._send_json(conn, 200, {"ok": True})
             return True
         await self._send_error(conn, 404, f"no route for {method} {path}", "not_found_error", "req_404")
         return True
-
-    async def _messages(self, conn: _Conn, path: str, headers: dict[str, str], raw: bytes) -> bool:
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            body = None
-        rec = AnthropicRequest(
-            index=0,
-            method="POST",
-            path=path,
-            headers=headers,
-            body=body if self.record_bodies else None,
-            received_at=time.monotonic(),
-        )
-        with self._lock:
-            rec.index = len(self._requests)
-            self._requests.append(rec)
-        try:
-            return await self._answer(conn, rec, body)
-        except _Disconnected:
-            rec.disconnected = True
-            rec.finished_at = time.monotonic()
-            raise
-        finally:
-            if rec.finished_at is None:  # cancelled (server shutdown) or a bug
-                rec.finished_at = time.monotonic()
 
     async def _answer(self, conn: _Conn, rec: RecordedRequest, body: Any) -> bool:
         assert isinstance(rec, AnthropicRequest)

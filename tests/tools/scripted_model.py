@@ -483,6 +483,8 @@ class ScriptedModel:
             from the child on each access (snapshots).
     """
 
+    record_class: type[RecordedRequest] = RecordedRequest  # what each request is recorded as
+
     def __init__(
         self,
         script: ScriptLike | None = None,
@@ -911,7 +913,7 @@ class ScriptedModel:
             body = json.loads(raw or b"null")
         except ValueError:
             body = None
-        rec = RecordedRequest(
+        rec = self.record_class(
             index=0,
             method="POST",
             path=path,
