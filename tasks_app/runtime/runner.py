@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,6 +251,7 @@ async def _enter_toolsets(state: RunState, sink, stack: contextlib.AsyncExitStac
             id=f"mcp-{_slug(item.key)}",
             auth=BearerAuth(token),
             headers=headers or None,
+            verify=_tls_context(),
             tool_error_behavior="failed",
         )
         try:
@@ -282,6 +285,12 @@ async def _enter_toolsets(state: RunState, sink, stack: contextlib.AsyncExitStac
             else toolset
         )
     return ready
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every MCP connection: loading the CA bundle per run cost ~80 ms of CPU."""
+    return ssl.create_default_context()
 
 
 def _auth_cause(exc: BaseException) -> McpAuthFailed | None:
