@@ -137,16 +137,16 @@ def calibration() -> dict[str, float]:
 
 
 def code_version() -> dict[str, Any]:
-    """The commit measured, and whether product files differ from it (bench/ itself excluded)."""
+    """The commit measured, and the files that differ from it (the benchmark's own excluded)."""
 
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
-        return out.stdout.strip()
+        return out.stdout.rstrip()
 
-    changed = [
-        line[3:] for line in git("status", "--porcelain").splitlines() if not line[3:].startswith("bench/")
-    ]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "changed_files": changed}
+    status = git("status", "--porcelain").splitlines()  # "XY path": two status letters, a space
+    ours = ("bench/", "docs/benchmarks.md")
+    changed = [line[3:] for line in status if line[3:] and not line[3:].startswith(ours)]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "changed_files": changed}
 
 
 def machine() -> dict[str, Any]:
@@ -192,7 +192,7 @@ class Profiler:
     def __enter__(self) -> Profiler:
         if self.enabled:
             self.proc = subprocess.Popen(
-                [self.exe, "record", "--pid", str(self.pid), "--rate", "250", "--nonblocking",
+                [self.exe, "record", "--pid", str(self.pid), "--rate", "250",
                  "--format", "raw", "--output", str(self.out), *PROFILE_FLAGS[self.mode or "gil"]],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -765,8 +765,10 @@ async def bench_stop(srv: Server, cfg: dict[str, Any]) -> dict[str, Any]:
         seq, _wall = await run_at(1, cfg["stop_runs"], sequential)
         started = await asyncio.gather(*(start_one() for _ in range(cfg["stop_burst"])))
         await asyncio.gather(*(streaming(tag) for _, tag in started))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        cpu0 = cpu_seconds(srv.pid)
         burst = await asyncio.gather(*(stop_one(t, tag) for t, tag in started))
+        burst_cpu = cpu_seconds(srv.pid) - cpu0
     for name, rows in (("sequential", seq), (f"burst{cfg['stop_burst']}", burst)):
         out[name] = {
             "runs": len(rows),
@@ -776,6 +778,7 @@ async def bench_stop(srv: Server, cfg: dict[str, Any]) -> dict[str, Any]:
             "disconnect_p95_ms": ms(pct([r["disconnect"] for r in rows], 95)),
             "disconnected": len(rows),
         }
+    out[f"burst{cfg['stop_burst']}"]["server_cpu_ms_per_stop"] = round(burst_cpu / len(burst) * 1000, 1)
     return out
 
 
