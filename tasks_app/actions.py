@@ -732,18 +732,6 @@ def _set_internal_status(task: Task, value: str | None) -> list[str]:
     return ["internal_status"]
 
 
-@_action
-def set_internal_status(actor: Actor, task_id: str, value: str | None) -> Task:
-    """Set the custom status; allowed on finished tasks too (teams track follow-up that way)."""
-    _require_writer(actor)
-    with transaction.atomic():
-        task = _locked_task(actor, task_id)
-        if _set_internal_status(task, value):
-            _save(task, "internal_status")
-            _append_events(task, [("task_updated", _snapshot(task))])
-    return task
-
-
 PUSHABLE_EVENTS = {
     "chunk",
     "tool_call_request",
@@ -908,7 +896,5 @@ arecord_progress = _async_twin(record_progress.__wrapped__)
 afinish_task = _async_twin(finish_task.__wrapped__)
 astop_task = _async_twin(stop_task.__wrapped__)
 aforce_stop = _async_twin(force_stop.__wrapped__)
-aupdate_task = _async_twin(update_task.__wrapped__)
-apush_events = _async_twin(push_events.__wrapped__)
 arequeue_expired = _async_twin(requeue_expired.__wrapped__)
 arelease_task = _async_twin(release_task.__wrapped__)

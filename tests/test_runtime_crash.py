@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -46,77 +48,77 @@ def start_worker(server: LiveServer) -> subprocess.Popen:
     )
 
 
+@contextlib.contextmanager
+def running_worker(server: LiveServer) -> Iterator[subprocess.Popen]:
+    """A `runworker` process that is always gone when the block ends, whatever the test did to it."""
+    worker = start_worker(server)
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def wait_streaming(model: ScriptedModel, attempt: int = 1) -> None:
+    """Wait until the model is streaming the answer of the given attempt (the run is mid-task)."""
+    model.wait_for(
+        lambda: len(model.requests) >= attempt and model.requests[attempt - 1].chunks_sent >= 1, timeout=30
+    )
+
+
+def start_task(api, model: ScriptedModel, marker: str) -> dict:
+    agent = builtin_agent(api, model)
+    return api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": f"{marker} go"}}).json()
+
+
+HANG = Turn.reply("never", chunks=2, hang=True)
+
+
 def test_a_killed_worker_is_replaced_and_the_task_completes(split_server):
-    alice = split_server.account("Crash Org", "alice@crash.test")
-    api = split_server.client(alice)
+    api = split_server.client(split_server.account("Crash Org", "alice@crash.test"))
     marker = f"[crash-{uuid.uuid4().hex[:6]}]"
-    with ScriptedModel(
-        scripts={marker: [Turn.reply("never", chunks=2, hang=True), Turn.reply("Recovered.")]}
-    ) as model:
-        agent = builtin_agent(api, model)
-        task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": f"{marker} go"}}).json()
-        first = start_worker(split_server)
-        try:
-            model.wait_for(lambda: model.requests and model.requests[0].chunks_sent >= 1, timeout=30)
+    with ScriptedModel(scripts={marker: [HANG, Turn.reply("Recovered.")]}) as model:
+        task = start_task(api, model, marker)
+        with running_worker(split_server) as first:
+            wait_streaming(model)
             assert api.get(f"/agent-execution/{task['id']}/status").json()["status"] == "executing"
             os.kill(first.pid, signal.SIGKILL)
             first.wait(timeout=10)
-            second = start_worker(split_server)
-            try:
-                done = wait_status(api, task["id"], "completed", timeout=40)
-            finally:
-                second.terminate()
-                second.wait(timeout=10)
-        finally:
-            if first.poll() is None:
-                first.kill()
+        with running_worker(split_server):
+            done = wait_status(api, task["id"], "completed", timeout=40)
     assert done["result"] == "Recovered."
     assert done["execution_attempts"] == 2
 
 
 def test_it_fails_clearly_after_the_last_attempt(split_server):
-    alice = split_server.account("Crash Org", "alice@crash.test")
-    api = split_server.client(alice)
+    api = split_server.client(split_server.account("Crash Org", "alice@crash.test"))
     marker = f"[crash2-{uuid.uuid4().hex[:6]}]"
-    hang = Turn.reply("never", chunks=2, hang=True)
-    with ScriptedModel(scripts={marker: [hang, hang]}) as model:
-        agent = builtin_agent(api, model)
-        task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": f"{marker} go"}}).json()
+    with ScriptedModel(scripts={marker: [HANG, HANG]}) as model:
+        task = start_task(api, model, marker)
         for attempt in (1, 2):
-            worker = start_worker(split_server)
-            model.wait_for(
-                lambda n=attempt: len(model.requests) >= n and model.requests[n - 1].chunks_sent >= 1,
-                timeout=30,
-            )
-            os.kill(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
-        reaper = start_worker(split_server)
-        try:
+            with running_worker(split_server) as worker:
+                wait_streaming(model, attempt)
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.wait(timeout=10)
+        with running_worker(split_server):
             failed = wait_status(api, task["id"], "failed", timeout=40)
-        finally:
-            reaper.terminate()
-            reaper.wait(timeout=10)
     assert "stopped responding 2 times" in failed["result"]
 
 
 def test_a_worker_shut_down_gracefully_hands_its_task_back(split_server):
-    alice = split_server.account("Crash Org", "alice@crash.test")
-    api = split_server.client(alice)
+    api = split_server.client(split_server.account("Crash Org", "alice@crash.test"))
     marker = f"[term-{uuid.uuid4().hex[:6]}]"
-    with ScriptedModel(
-        scripts={marker: [Turn.reply("never", chunks=2, hang=True), Turn.reply("Resumed.")]}
-    ) as model:
-        agent = builtin_agent(api, model)
-        task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": f"{marker} go"}}).json()
-        first = start_worker(split_server)
-        model.wait_for(lambda: model.requests and model.requests[0].chunks_sent >= 1, timeout=30)
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=20) == 0
+    with ScriptedModel(scripts={marker: [HANG, Turn.reply("Resumed.")]}) as model:
+        task = start_task(api, model, marker)
+        with running_worker(split_server) as first:
+            wait_streaming(model)
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=20) == 0
         assert api.get(f"/agent-execution/{task['id']}/status").json()["status"] == "pending"
-        second = start_worker(split_server)
-        try:
+        with running_worker(split_server):
             done = wait_status(api, task["id"], "completed", timeout=40)
-        finally:
-            second.terminate()
-            second.wait(timeout=10)
     assert done["result"] == "Resumed."

@@ -198,6 +198,15 @@ def _client_kwargs(timeout: float) -> dict:
     return {"timeout": timeout, "verify": ssl_context(), "trust_env": False, "follow_redirects": False}
 
 
+def _take(body: bytearray, chunk: bytes, url: str, max_bytes: int, deadline: float, timeout: float) -> None:
+    """Add a chunk of a download, enforcing its size and time budget."""
+    body += chunk
+    if len(body) > max_bytes:
+        raise FetchError(f"{url} is larger than {max_bytes} bytes")
+    if time.monotonic() > deadline:
+        raise FetchError(f"{url} took longer than {timeout}s")
+
+
 def safe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0) -> Fetched:
     """GET `url` under the SSRF guard; at most `max_bytes` of body within `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -213,11 +222,7 @@ def safe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0) -> Fetched:
                         _check_size(response, url, max_bytes)
                         body = bytearray()
                         for chunk in response.iter_bytes():
-                            body += chunk
-                            if len(body) > max_bytes:
-                                raise FetchError(f"{url} is larger than {max_bytes} bytes")
-                            if time.monotonic() > deadline:
-                                raise FetchError(f"{url} took longer than {timeout}s")
+                            _take(body, chunk, url, max_bytes, deadline, timeout)
                         return Fetched(url, bytes(body), *_content_type(response))
                 url = url_next
     except httpx.HTTPError as exc:
@@ -240,11 +245,7 @@ async def asafe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0) -> Fet
                         _check_size(response, url, max_bytes)
                         body = bytearray()
                         async for chunk in response.aiter_bytes():
-                            body += chunk
-                            if len(body) > max_bytes:
-                                raise FetchError(f"{url} is larger than {max_bytes} bytes")
-                            if time.monotonic() > deadline:
-                                raise FetchError(f"{url} took longer than {timeout}s")
+                            _take(body, chunk, url, max_bytes, deadline, timeout)
                         return Fetched(url, bytes(body), *_content_type(response))
                 url = url_next
     except httpx.HTTPError as exc:
