@@ -10,6 +10,13 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 django_app = get_asgi_application()
 
+from console import crypto  # noqa: E402 - needs Django set up
+
+try:
+    crypto.check_stored_secrets()
+except crypto.KeysDoNotMatchData as exc:  # refuse to serve rather than strand the stored secrets
+    raise SystemExit(f"Refusing to start: {exc}") from None
+
 from tasks_app import bus  # noqa: E402 - needs Django set up
 from tasks_app.runtime.worker import start_embedded, stop_embedded  # noqa: E402
 

@@ -43,16 +43,36 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {value!r}") from exc
 
 
-def _persistent_secret(filename: str, make) -> str:
-    """Read a generated secret from VAR_DIR, creating it (0600) on first use."""
+class MissingSecret(Exception):
+    """A secret the server needs was not configured (raised at start, before anything is served)."""
+
+
+# Set when this process created a secret file, so the start-up key check can tell a fresh key from
+# a key that was there before (a fresh key beside encrypted data means the old key went missing).
+GENERATED_SECRET_FILES: list[Path] = []
+
+
+def _persistent_secret(filename: str, make, *, env_name: str, embedded: bool) -> str:
+    """Read a generated secret from VAR_DIR, creating it (mode 0600) on first use.
+
+    Only the embedded SQLite default generates secrets: several machines sharing a PostgreSQL
+    database must share the same keys, so there they must be set in the environment.
+    """
     path = VAR_DIR / filename
     if path.exists():
         return path.read_text().strip()
+    if not embedded:
+        raise MissingSecret(
+            f"{env_name} is not set. With a database other than the embedded SQLite default, every "
+            "server and worker must share the same keys: set SECRET_KEY and FIELD_ENCRYPTION_KEYS in "
+            "the environment (see the README, 'Keys and secrets')."
+        )
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     value = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(value)
+        fh.write(value + "\n")
+    GENERATED_SECRET_FILES.append(path)
     return value
 
 
@@ -100,21 +120,49 @@ def _sqlite(path: Path) -> dict:
 
 
 DEBUG = _env_bool("DEBUG")
+_DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
+# Secrets are generated into var/ only for the embedded SQLite default (one machine).
+EMBEDDED_DATABASE = not _DATABASE_URL or _DATABASE_URL.startswith("sqlite:")
 SECRET_KEY = os.environ.get("SECRET_KEY") or _persistent_secret(
-    "secret_key", lambda: secrets.token_urlsafe(50)
+    "secret_key", lambda: secrets.token_urlsafe(50), env_name="SECRET_KEY", embedded=EMBEDDED_DATABASE
 )
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Never derived from SECRET_KEY.
+FIELD_ENCRYPTION_KEY_FILE = VAR_DIR / "field_encryption_key"
+FIELD_ENCRYPTION_KEYS_FROM_ENV = bool(os.environ.get("FIELD_ENCRYPTION_KEYS", "").strip())
 FIELD_ENCRYPTION_KEYS = [
-    k.strip() for k in os.environ.get("FIELD_ENCRYPTION_KEYS", "").split(",") if k.strip()
-] or [
-    _persistent_secret(
-        "field_encryption_key",
-        lambda: __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(),
-    )
+    k.strip()
+    for k in (
+        os.environ.get("FIELD_ENCRYPTION_KEYS", "")
+        if FIELD_ENCRYPTION_KEYS_FROM_ENV
+        else _persistent_secret(
+            FIELD_ENCRYPTION_KEY_FILE.name,
+            lambda: __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(),
+            env_name="FIELD_ENCRYPTION_KEYS",
+            embedded=EMBEDDED_DATABASE,
+        )
+    ).split(",")
+    if k.strip()
 ]
+
+# HTTPS behind a proxy: `HTTPS=on` turns on the redirect, secure cookies and HSTS together.
+HTTPS = _env_bool("HTTPS")
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+# The header a trusted proxy sets to say the client used HTTPS (e.g. X-Forwarded-Proto); unset
+# means no proxy is trusted, since any client could send it.
+_PROXY_HEADER = os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip()
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _PROXY_HEADER.upper().replace("-", "_"), "https") if _PROXY_HEADER else None
+)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
 
 INSTALLED_APPS = [
     "daphne",
@@ -162,9 +210,7 @@ ASGI_APPLICATION = "console.asgi.application"
 WSGI_APPLICATION = None
 
 DATABASES = {
-    "default": _database_from_url(os.environ["DATABASE_URL"])
-    if os.environ.get("DATABASE_URL")
-    else _sqlite(VAR_DIR / "db.sqlite3")
+    "default": _database_from_url(_DATABASE_URL) if _DATABASE_URL else _sqlite(VAR_DIR / "db.sqlite3")
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

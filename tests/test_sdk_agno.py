@@ -140,7 +140,6 @@ def test_a_reported_task_is_listed_with_its_activity_and_its_finished_stream(
     assert "events_error" not in seen, seen["events_error"]
     assert types(seen["events"]) == ["task_created", "task_updated", "task_finished"]
     assert seen["events"][-1]["data"] == {"task_status": status, "task_result": answer, "task_class": "Task"}
-    assert seen["seconds"] < 2, seen["seconds"]
 
 
 def test_a_report_without_result_answers_with_the_llm_response(reports):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -27,14 +26,13 @@ def view(task: Task) -> dict[str, Any]:
     }
 
 
-def timed_events(task: Task) -> dict[str, Any]:
-    """The sync stream, as the SDK delivers it (after the server closed it), and how long that took."""
-    started = time.monotonic()
+def streamed_events(task: Task) -> dict[str, Any]:
+    """The sync stream, as the SDK delivers it: it returns only once the server closed it (bounded)."""
     try:
         events = with_deadline(lambda: list(task.events()))
     except Exception as exc:  # e.g. the SDK's ValueError when events_streaming is false
         return {"events_error": error_view(exc)}
-    return {"events": [event_view(e) for e in events], "seconds": round(time.monotonic() - started, 2)}
+    return {"events": [event_view(e) for e in events]}
 
 
 def follow(task: Task, agent_id: str) -> dict[str, Any]:
@@ -44,7 +42,7 @@ def follow(task: Task, agent_id: str) -> dict[str, Any]:
         "listed_status": listed.get(task.id),
         "activity": activity_view(task.get_activity_log()),
         "events_streaming": task.events_streaming,
-        **timed_events(task),
+        **streamed_events(task),
     }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from console import crypto
 from tasks_app.runtime.worker import WorkerPool
 
 
@@ -18,6 +19,10 @@ class Command(BaseCommand):
         parser.add_argument("--worker-id", default=None)
 
     def handle(self, *args, **opts) -> None:
+        try:
+            crypto.check_stored_secrets()
+        except crypto.KeysDoNotMatchData as exc:
+            raise CommandError(f"Refusing to start: {exc}") from None
         asyncio.run(self._main(opts["worker_id"], opts["concurrency"]))
 
     async def _main(self, worker_id: str | None, concurrency: int | None) -> None:
