@@ -53,3 +53,86 @@ def test_it_calls_the_mcp_server_with_the_stored_token_of_the_tasks_user(daphne_
     auth = next(e for e in theirs if e["type"] == "auth_event")["data"]
     assert auth["type"] == "token_issue" and "sign in" in auth["data"]["message"]
     assert "tok-alice" not in json.dumps(later + theirs)
+
+
+def whoami_users(mcp_server) -> list[str | None]:
+    return [c.user for c in mcp_server.calls if c.name == "whoami"]
+
+
+def follow_up(api, agent, task_id: str, text: str, **extra) -> dict:
+    r = api.post(
+        f"/agent-execution/{agent['id']}",
+        json={"id": task_id, "input": {"text": text}, "events_streaming": True, **extra},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# Header-form tokens are used by the task but never held in the vault: only the task carries them.
+ALICES_HEADERS = {"gi-tools": {"Authorization": "Bearer tok-alice"}}
+
+
+def test_a_follow_up_for_another_user_does_not_keep_the_first_users_tokens(daphne_server, mcp_server):
+    service = daphne_server.account("Vault Org", "owner@vault.test")
+    api = daphne_server.client(service)
+    dana, erin = f"u-dana-{uuid.uuid4().hex[:6]}", f"u-erin-{uuid.uuid4().hex[:6]}"
+    marker = f"[switch-{uuid.uuid4().hex[:6]}]"
+    script = [
+        Turn.tool("whoami", {}),
+        Turn.reply("You are alice."),
+        Turn.reply("I could not use the tools."),
+        Turn.tool("whoami", {}),
+        Turn.reply("You are alice again."),
+    ]
+    with ScriptedModel(scripts={marker: script}) as model:
+        agent = builtin_agent(api, model, graph=mcp_graph(mcp_server.url))
+        task = start(
+            api, agent, marker, input={"text": marker, "user": user(dana)}, user_tokens=ALICES_HEADERS
+        )
+        first = sse(daphne_server, service, task["id"])
+        assert whoami_users(mcp_server) == ["alice"]
+        follow_up(
+            api, agent, task["id"], "and now for erin", input={"text": "and now for erin", "user": user(erin)}
+        )
+        second = sse(daphne_server, service, task["id"], last=len(first))
+        assert whoami_users(mcp_server) == ["alice"]  # erin's turn did not call as dana
+        auth = next(e for e in second if e["type"] == "auth_event")["data"]
+        assert auth["type"] == "token_issue"
+        back = follow_up(
+            api,
+            agent,
+            task["id"],
+            "dana again",
+            input={"text": "dana again", "user": user(dana)},
+            user_tokens=ALICES_HEADERS,
+        )
+        third = sse(daphne_server, service, task["id"], last=len(first) + len(second))
+    assert second[-1]["data"]["status"] == "completed" and second[-1]["data"]["input"]["user"]["id"] == erin
+    assert third[-1]["data"]["status"] == "completed", third[-1]["data"]["result"]
+    assert back["input"]["user"]["id"] == dana and whoami_users(mcp_server) == ["alice", "alice"]
+
+
+def test_a_members_own_follow_up_keeps_their_tokens(daphne_server, mcp_server):
+    owner = daphne_server.account("Vault Org", "owner@vault.test")
+    bob = daphne_server.account("Vault Org", "bob@vault.test", role="member")
+    api = daphne_server.client(bob)
+    marker = f"[own-{uuid.uuid4().hex[:6]}]"
+    script = [
+        Turn.tool("whoami", {}),
+        Turn.reply("You are bob."),
+        Turn.tool("whoami", {}),
+        Turn.reply("Still bob."),
+    ]
+    with ScriptedModel(scripts={marker: script}) as model:
+        agent = builtin_agent(daphne_server.client(owner), model, graph=mcp_graph(mcp_server.url))
+        task = start(api, agent, marker, user_tokens={"gi-tools": {"Authorization": "Bearer tok-bob"}})
+        first = sse(daphne_server, bob, task["id"])
+        again = follow_up(api, agent, task["id"], "once more")
+        second = sse(daphne_server, bob, task["id"], last=len(first))
+    assert second[-1]["data"]["status"] == "completed", second[-1]["data"]["result"]
+    assert not [e for e in second if e["type"] == "auth_event"]
+    assert whoami_users(mcp_server) == ["bob", "bob"]
+    assert (
+        again["input"]["user"]["id"].startswith("mbr_")
+        and again["input"]["user"]["email"] == "bob@vault.test"
+    )

@@ -83,13 +83,8 @@ def _load(
     agent = task.agent
     items = list(agent.graph_items.all())
     tokens = actions.task_user_tokens(task)
-    stored = {}
-    for item in items if task.vault_user_id else []:
-        token = (
-            vault.token_for(task.organization_id, task.vault_user_id, item) if item.type == "mcp" else None
-        )
-        if token:
-            stored[item.key] = token
+    mcp_keys = [i.key for i in items if i.type == "mcp"]
+    stored = vault.tokens_for(task.organization_id, vault.owner_of(task), mcp_keys)
     history = [
         {"kind": e.kind, "turn": e.turn, "data": e.data}
         for e in task.activity.filter(turn__lt=task.turns).order_by("position")
