@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.http import HttpRequest
 from django.utils import timezone
 
-from console.models import ApiKey, hash_api_key
+from console.models import ApiKey, Membership, hash_api_key
 from tasks_app.actions import Actor
 from tasks_app.errors import NotFound, Unauthorized
 
@@ -36,6 +36,21 @@ def actor_for_key(raw: str | None) -> Actor:
         api_key_id=key.pk,
         label=key.display,
         user_email=member.user.email,
+        member_id=member.pk,
+        vault_id=member.vault_id,
+    )
+
+
+def actor_for_membership(member: Membership) -> Actor:
+    """A signed-in console member: their role, never a service key, so their tasks run as them."""
+    return Actor(
+        organization_id=member.organization_id,
+        role=member.role,
+        user_id=member.user_id,
+        label=member.user.email,
+        user_email=member.user.email,
+        member_id=member.pk,
+        vault_id=member.vault_id,
     )
 
 

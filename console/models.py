@@ -41,10 +41,16 @@ class Organization(models.Model):
         return self.name
 
 
+def new_vault_id() -> str:
+    return "mbr_" + uuid.uuid4().hex
+
+
 class Membership(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    # The member's one vault identity: their tasks' input.user.id and get_token's {user_id}.
+    vault_id = models.CharField(max_length=64, unique=True, default=new_vault_id, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -191,14 +197,19 @@ class GraphItem(models.Model):
 
 
 class UserToken(models.Model):
-    """A member's (or an end user's) token for one MCP graph item, encrypted: the vault's rows.
+    """A token for one MCP graph item, encrypted: the vault's rows.
 
-    Keyed by the end user's id as tasks carry it (`input.user.id`) and the graph item id, the same
-    key `user_tokens` uses. Sources: given with a task, pasted in the console, or an OAuth sign-in.
+    Its owner is exactly one of a member of the organization or an external end user (an
+    `input.user.id` named by a service key), so equal id strings never share a row. Keyed with the
+    graph item id, the key `user_tokens` uses. Sources: given with a task, pasted in the console, or
+    an OAuth sign-in.
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="user_tokens")
-    user_id = models.CharField(max_length=200)
+    member = models.ForeignKey(
+        Membership, null=True, blank=True, on_delete=models.CASCADE, related_name="vault_tokens"
+    )
+    external_user_id = models.CharField(max_length=200, blank=True, default="")
     graph_item_key = models.CharField(max_length=200)
     token_encrypted = models.TextField()
     source = models.CharField(max_length=16, default="task")
@@ -208,13 +219,28 @@ class UserToken(models.Model):
 
     class Meta:
         constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(member__isnull=False, external_user_id="")
+                    | (models.Q(member__isnull=True) & ~models.Q(external_user_id=""))
+                ),
+                name="user_token_one_owner",
+            ),
             models.UniqueConstraint(
-                fields=["organization", "user_id", "graph_item_key"], name="uniq_user_token_per_item"
-            )
+                fields=["organization", "member", "graph_item_key"],
+                condition=models.Q(member__isnull=False),
+                name="uniq_member_token_per_item",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "external_user_id", "graph_item_key"],
+                condition=models.Q(member__isnull=True),
+                name="uniq_external_token_per_item",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"token of {self.user_id} for {self.graph_item_key}"
+        owner = f"member {self.member_id}" if self.member_id else f"end user {self.external_user_id}"
+        return f"token of {owner} for {self.graph_item_key}"
 
     def reveal(self) -> str:
         return crypto.decrypt(self.token_encrypted)

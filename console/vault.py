@@ -1,49 +1,105 @@
-"""The MCP user-token vault: per-user tokens keyed by graph item id, encrypted at rest.
+"""The MCP user-token vault: tokens per owner and graph item id, encrypted at rest.
 
-The runtime reads it when a task brings no token of its own; tasks that bring `user_tokens` for a
-user leave them here, so that user's later tasks and external workers (the SDK's get_token route)
-can use them. Every token handed out over the API is recorded in McpTokenAccess.
+A token's owner is exactly one of a member of the organization (named by their `vault_id`) or an
+external end user (an `input.user.id` a service key named), so no two people share a row because
+their id strings are equal. The runtime reads it when a task brings no token of its own; tasks that
+bring `user_tokens` leave them here for their owner, so the owner's later tasks and external workers
+(the SDK's get_token route) can use them. Every token asked for over the API is recorded in
+McpTokenAccess.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from console import crypto
-from console.models import Agent, GraphItem, McpTokenAccess, UserToken
+from console.models import Agent, GraphItem, McpTokenAccess, Membership, UserToken
 
 
-def store(organization_id: str, user_id: str, graph_item_key: str, token: str, source: str = "task") -> None:
+@dataclass(frozen=True)
+class Owner:
+    """Whose tokens: a member (by Membership pk) or an external end user (by id); empty is nobody."""
+
+    member_id: int | None = None
+    external_id: str = ""
+
+    def __bool__(self) -> bool:
+        return self.member_id is not None or bool(self.external_id)
+
+    @property
+    def is_member(self) -> bool:
+        return self.member_id is not None
+
+    def rows(self, organization_id: str) -> QuerySet[UserToken]:
+        """This owner's vault rows in the organization (none for nobody)."""
+        qs = UserToken.objects.filter(organization_id=organization_id)
+        if self.member_id is not None:
+            return qs.filter(member_id=self.member_id)
+        if self.external_id:
+            return qs.filter(member__isnull=True, external_user_id=self.external_id)
+        return qs.none()
+
+
+NOBODY = Owner()
+
+
+def resolve(organization_id: str, user_id: str) -> Owner:
+    """The owner a user id names inside an organization: a member by vault_id, else an end user."""
+    if not user_id:
+        return NOBODY
+    member_id = (
+        Membership.objects.filter(organization_id=organization_id, vault_id=user_id)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return Owner(member_id=member_id) if member_id is not None else Owner(external_id=user_id)
+
+
+def owner_of(task: Any) -> Owner:
+    """The vault owner of a task's running turn."""
+    if task.vault_member_id is not None:
+        return Owner(member_id=task.vault_member_id)
+    return Owner(external_id=task.vault_external_id or "")
+
+
+def store(organization_id: str, owner: Owner, graph_item_key: str, token: str, source: str = "task") -> None:
+    if not owner:
+        raise ValueError("a vault token needs an owner")
     UserToken.objects.update_or_create(
         organization_id=organization_id,
-        user_id=user_id,
+        member_id=owner.member_id,
+        external_user_id="" if owner.is_member else owner.external_id,
         graph_item_key=graph_item_key,
         defaults={"token_encrypted": crypto.encrypt(token), "source": source, "expires_at": None},
     )
 
 
-def hold_task_tokens(agent: Agent, user_id: str, tokens: dict[str, Any]) -> None:
-    """Keep the string tokens a task brought for its user, for this agent's MCP graph items."""
-    if not user_id or not tokens:
+def hold_task_tokens(agent: Agent, owner: Owner, tokens: dict[str, Any]) -> None:
+    """Keep the string tokens a task brought for its owner, for this agent's MCP graph items."""
+    if not owner or not tokens:
         return
     keys = set(agent.graph_items.filter(type="mcp").values_list("key", flat=True))
     for key, value in tokens.items():
         if key in keys and isinstance(value, str):
-            store(agent.organization_id, user_id, key, value, source="task")
+            store(agent.organization_id, owner, key, value, source="task")
 
 
-def token_for(organization_id: str, user_id: str, item: GraphItem) -> str | None:
-    """The stored, unexpired token of `user_id` for this graph item, or None."""
-    if not user_id:
-        return None
-    row = UserToken.objects.filter(
-        organization_id=organization_id, user_id=user_id, graph_item_key=item.key
-    ).first()
-    if row is None or (row.expires_at and row.expires_at <= timezone.now()):
-        return None
-    return row.reveal()
+def tokens_for(organization_id: str, owner: Owner, keys: list[str]) -> dict[str, str]:
+    """The owner's stored, unexpired tokens for these graph item keys, in one query."""
+    if not owner or not keys:
+        return {}
+    rows = owner.rows(organization_id).filter(graph_item_key__in=keys)
+    rows = rows.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+    return {row.graph_item_key: row.reveal() for row in rows}
+
+
+def token_for(organization_id: str, owner: Owner, item: GraphItem) -> str | None:
+    """The owner's stored, unexpired token for this graph item, or None."""
+    return tokens_for(organization_id, owner, [item.key]).get(item.key)
 
 
 def match_item(agent: Agent, details: dict[str, Any]) -> GraphItem | None:
@@ -60,11 +116,19 @@ def match_item(agent: Agent, details: dict[str, Any]) -> GraphItem | None:
 
 
 def get_token_response(
-    *, organization_id: str, api_key_id: int | None, agent: Agent, user_id: str, details: dict[str, Any]
+    *,
+    organization_id: str,
+    api_key_id: int | None,
+    agent: Agent,
+    user_id: str,
+    owner: Owner,
+    details: dict[str, Any],
 ) -> dict[str, Any]:
-    """Answer the SDK's POST /mcp_auth/{agent_id}/{user_id}/get_token (xpander-wire.md section 6)."""
-    if user_id.startswith(f"{agent.id}_"):  # share_user_token_across_other_agents=false form
-        user_id = user_id[len(agent.id) + 1 :]
+    """Answer the SDK's POST /mcp_auth/{agent_id}/{user_id}/get_token (xpander-wire.md section 6).
+
+    `owner` is whose token the caller may have for `user_id`: NOBODY when it may not, which answers
+    exactly as a user with no token does, so a refusal tells nothing about what is stored.
+    """
     item = match_item(agent, details)
     server_url = details.get("url") or (item.mcp_settings.get("url") if item else "") or ""
     server_name = details.get("name") or (item.name if item else "") or server_url
@@ -78,7 +142,7 @@ def get_token_response(
             },
         }
     else:
-        token = token_for(organization_id, user_id, item)
+        token = token_for(organization_id, owner, item)
         auth_type = item.mcp_settings.get("auth_type") or "none"
         if token:
             response = {
@@ -115,12 +179,8 @@ def get_token_response(
     return response
 
 
-def tokens_of(task) -> list[str]:
-    """The vault tokens a task's user holds for its agent's MCP items (to mask them in what it writes)."""
-    if not task.vault_user_id:
-        return []
+def tokens_of(task: Any) -> list[str]:
+    """The vault tokens a task's owner holds for its agent's MCP items (to mask them in what it writes)."""
     keys = list(task.agent.graph_items.filter(type="mcp").values_list("key", flat=True))
-    rows = UserToken.objects.filter(
-        organization_id=task.organization_id, user_id=task.vault_user_id, graph_item_key__in=keys
-    )
-    return [row.reveal() for row in rows]
+    rows = owner_of(task).rows(task.organization_id).filter(graph_item_key__in=keys)
+    return [row.reveal() for row in rows]  # expired ones too: they are still secrets

@@ -38,7 +38,7 @@ from tasks_app.models import (
     Task,
     TaskEvent,
 )
-from tasks_app.schemas import MetricsReportIn, TaskCreateIn, TaskReportIn, TaskUpdateIn
+from tasks_app.schemas import MetricsReportIn, TaskCreateIn, TaskReportIn, TaskUpdateIn, UserIn
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,12 +54,23 @@ class Actor:
     api_key_id: int | None = None
     label: str = ""
     user_email: str = ""
+    member_id: int | None = None  # the Membership acting (None for the runtime)
+    vault_id: str = ""  # that member's vault identity
 
-    def may_act_for(self, user_id: str) -> bool:
-        """Whether this caller may use the vault tokens of end user `user_id`."""
-        if self.role == SYSTEM or self.can(Role.ADMIN):
-            return True
-        return bool(user_id) and user_id in {str(self.user_id), self.user_email}
+    @property
+    def is_service_key(self) -> bool:
+        """An admin's or owner's API key: the only caller that may name end users in input.user."""
+        return self.api_key_id is not None and self.role in (Role.ADMIN, Role.OWNER)
+
+    @property
+    def as_member(self) -> vault.Owner:
+        return vault.Owner(member_id=self.member_id) if self.member_id is not None else vault.NOBODY
+
+    def may_use(self, owner: vault.Owner) -> bool:
+        """Whether this caller may read `owner`'s vault tokens: a service key any, a member only its own."""
+        if self.role == SYSTEM or self.is_service_key:
+            return bool(owner)
+        return owner.is_member and owner.member_id == self.member_id
 
     def can(self, role: str) -> bool:
         from console.models import ROLE_RANK
@@ -326,6 +337,10 @@ def create_task(
     agent = get_agent(actor, agent_id)
     if data.id:
         return _continue_task(actor, agent, data, uploads)
+    if parent is not None:  # a sub-agent's task runs as its parent's user
+        owner, input_user = vault.owner_of(parent), data.input.user.model_dump() if data.input.user else None
+    else:
+        owner, input_user = _vault_identity(actor, data.input.user)
     files = list(data.input.files) + list(uploads or {})
     with transaction.atomic():
         task = Task(
@@ -339,9 +354,10 @@ def create_task(
             input_files=files,
             input_attachments=[a.model_dump(exclude_none=True) for a in data.input.attachments],
             uploads=dict(uploads or {}),
-            input_user=data.input.user.model_dump() if data.input.user else None,
-            user_id=(data.input.user.id or "") if data.input.user else "",
-            vault_user_id=_vault_identity(actor, data, parent),
+            input_user=input_user,
+            user_id=(input_user or {}).get("id") or "",
+            vault_member_id=owner.member_id,
+            vault_external_id=owner.external_id,
             user_tokens_encrypted=crypto.encrypt_json(data.user_tokens) if data.user_tokens else "",
             events_streaming=data.events_streaming,
             title=data.title or "",
@@ -363,8 +379,8 @@ def create_task(
             return_metrics=data.return_metrics,
         )
         task.save(force_insert=True)
-        if data.user_tokens and task.vault_user_id and parent is None:
-            vault.hold_task_tokens(agent, task.vault_user_id, data.user_tokens)
+        if data.user_tokens and parent is None:
+            vault.hold_task_tokens(agent, owner, data.user_tokens)
         _append_activity(task, ActivityKind.MESSAGE, _user_message(task, task.input_text, files))
         _append_events(task, [("task_created", _snapshot(task))])
         if agent.framework == Framework.BUILTIN:
@@ -372,12 +388,43 @@ def create_task(
     return task
 
 
-def _vault_identity(actor: Actor, data: TaskCreateIn, parent: Task | None) -> str:
-    """The end user whose stored tokens the task may use: only one its creator may act for."""
-    if parent is not None:
-        return parent.vault_user_id
-    asserted = (data.input.user.id or "") if data.input.user else ""
-    return asserted if actor.may_act_for(asserted) else ""
+def _vault_identity(actor: Actor, user: UserIn | None) -> tuple[vault.Owner, dict[str, Any] | None]:
+    """Who a task's turn runs as (its vault owner) and the input.user stored for it.
+
+    A service key may name any end user, or a member by vault_id; without input.user it runs as its
+    own member. Any other caller (a member's key, a console session) acts as that member only, and
+    its input.user is filled with the member's vault_id and email so external workers' get_token works.
+    """
+    if actor.is_service_key or actor.role == SYSTEM:
+        if user is not None:
+            return vault.resolve(actor.organization_id, user.id or ""), user.model_dump()
+        return actor.as_member, None  # its own tasks run as its member; input.user stays as the SDK sent it
+    if actor.member_id is None:  # no member behind the caller: it holds nobody's tokens
+        return vault.NOBODY, user.model_dump() if user is not None else None
+    if user is not None:
+        other_id = (user.id or "") not in ("", actor.vault_id)
+        other_email = bool(user.email) and user.email.strip().lower() != actor.user_email.lower()
+        if other_id or other_email:
+            raise Forbidden(
+                "A member's API key acts as that member: input.user may only name you "
+                f"(id {actor.vault_id}, email {actor.user_email}); "
+                "tasks for other users need an admin's or owner's key"
+            )
+    given = user.model_dump() if user is not None else UserIn(email="").model_dump()
+    return actor.as_member, {**given, "id": actor.vault_id, "email": actor.user_email}
+
+
+def _same_user(owner: vault.Owner, input_user: dict[str, Any] | None, task: Task) -> bool:
+    """Whether a follow-up turn is by the user of the task's last turn (then it keeps their tokens)."""
+    if owner != vault.owner_of(task):
+        return False
+    if owner:
+        return True
+
+    def who(u: dict[str, Any] | None) -> tuple[str, str]:
+        return ((u or {}).get("id") or "", ((u or {}).get("email") or "").lower())
+
+    return who(input_user) == who(task.input_user)  # users without a vault identity: by id and email
 
 
 def _user_message(task: Task, text: str, files: list[str]) -> dict[str, Any]:
@@ -389,6 +436,9 @@ def _user_message(task: Task, text: str, files: list[str]) -> dict[str, Any]:
 
 def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn, uploads: dict[str, str] | None) -> Task:
     """A follow-up turn: the same task goes back to executing with a new user message."""
+    # Without input.user a service key continues the conversation of the task's user.
+    named = data.input.user is not None or not (actor.is_service_key or actor.role == SYSTEM)
+    turn = _vault_identity(actor, data.input.user) if named else None
     with transaction.atomic():
         try:
             task = (
@@ -416,19 +466,19 @@ def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn, uploads: dict
         task.input_attachments = [a.model_dump(exclude_none=True) for a in data.input.attachments]
         task.input_files = [*task.input_files, *(uploads or {})]
         task.uploads = {**(task.uploads or {}), **(uploads or {})}
-        if data.input.user:
-            task.input_user = data.input.user.model_dump()
-            task.user_id = data.input.user.id or ""
-            task.vault_user_id = _vault_identity(actor, data, None)
-        elif not actor.may_act_for(task.vault_user_id):
-            # Someone else continues the task: it must not call MCP servers as the first user.
-            task.vault_user_id = ""
-            task.user_tokens_encrypted = ""
+        owner, input_user = turn or (vault.owner_of(task), task.input_user)
+        if data.input.user is None and owner == vault.owner_of(task):
+            input_user = task.input_user  # the same user goes on: keep what they said about themselves
+        if not _same_user(owner, input_user, task):
+            # Another user's turn: it must not call MCP servers with the previous user's tokens.
+            task.user_tokens_encrypted = crypto.encrypt_json(data.user_tokens) if data.user_tokens else ""
+        elif data.user_tokens:
+            task.user_tokens_encrypted = crypto.encrypt_json({**task_user_tokens(task), **data.user_tokens})
+        task.input_user = input_user
+        task.user_id = (input_user or {}).get("id") or ""
+        task.vault_member_id, task.vault_external_id = owner.member_id, owner.external_id
         if data.user_tokens:
-            merged = {**task_user_tokens(task), **data.user_tokens}
-            task.user_tokens_encrypted = crypto.encrypt_json(merged)
-            if task.vault_user_id:
-                vault.hold_task_tokens(agent, task.vault_user_id, data.user_tokens)
+            vault.hold_task_tokens(agent, owner, data.user_tokens)
         task.events_streaming = task.events_streaming or data.events_streaming
         task.metrics = {**(task.metrics or {}), "duration_before_turn": previous}
         _save(
@@ -446,7 +496,8 @@ def _continue_task(actor: Actor, agent: Agent, data: TaskCreateIn, uploads: dict
             "input_attachments",
             "input_user",
             "user_id",
-            "vault_user_id",
+            "vault_member",
+            "vault_external_id",
             "uploads",
             "user_tokens_encrypted",
             "events_streaming",

@@ -51,8 +51,11 @@ class Task(models.Model):
     uploads = models.JSONField(default=dict, blank=True)  # file URL -> storage name of uploaded files
     input_user = models.JSONField(null=True, blank=True)
     user_id = models.CharField(max_length=200, blank=True, default="", db_index=True)
-    # Whose vault tokens this task may use: the user id, if the creator may act for that user.
-    vault_user_id = models.CharField(max_length=200, blank=True, default="")
+    # Whose vault tokens the running turn uses: a member, or an end user a service key named (never both).
+    vault_member = models.ForeignKey(
+        "console.Membership", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    vault_external_id = models.CharField(max_length=200, blank=True, default="")
     user_tokens_encrypted = models.TextField(blank=True, default="")
 
     events_streaming = models.BooleanField(default=False)
@@ -98,6 +101,12 @@ class Task(models.Model):
             models.Index(fields=["organization", "agent", "-created_at"], name="task_org_agent_created"),
             models.Index(fields=["organization", "user_id", "-created_at"], name="task_org_user_created"),
             models.Index(fields=["status", "lease_expires_at"], name="task_status_lease"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(vault_member__isnull=True) | models.Q(vault_external_id=""),
+                name="task_one_vault_owner",
+            )
         ]
 
     def __str__(self) -> str:

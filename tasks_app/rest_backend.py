@@ -11,7 +11,6 @@ from ninja import Router
 
 from console import vault
 from tasks_app import actions, wire
-from tasks_app.errors import Forbidden
 from tasks_app.rest import json_body, parse
 from tasks_app.schemas import MetricsReportIn, TaskReportIn
 
@@ -35,16 +34,17 @@ def report_metrics(request: HttpRequest, agent_id: str) -> HttpResponse:
 def get_token(request: HttpRequest, agent_id: str, user_id: str) -> HttpResponse:
     actor = request.auth
     agent = actions.get_agent(actor, agent_id)
-    if not actor.may_act_for(user_id.removeprefix(f"{agent.id}_")):
-        raise Forbidden("Only an admin's key, or the user's own, may fetch a user's MCP token")
     raw = json_body(request)
     if not isinstance(raw, dict):
         raise actions.Invalid("body", "must be the MCP server details object")
+    user_id = user_id.removeprefix(f"{agent.id}_")  # share_user_token_across_other_agents=false form
+    owner = vault.resolve(actor.organization_id, user_id)
     response = vault.get_token_response(
-        organization_id=request.auth.organization_id,
-        api_key_id=request.auth.api_key_id,
+        organization_id=actor.organization_id,
+        api_key_id=actor.api_key_id,
         agent=agent,
         user_id=user_id,
+        owner=owner if actor.may_use(owner) else vault.NOBODY,  # refused: answered as "no token"
         details=raw,
     )
     return JsonResponse(response)

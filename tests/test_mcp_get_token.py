@@ -59,7 +59,7 @@ def test_a_token_sent_with_a_task_is_held_for_that_user(alice, agent):
         user_tokens={"gi-github": "ghp_user7_secret"},
     )
     assert alice.post(f"/api/agent-execution/{agent.id}", body).status_code == 200
-    row = UserToken.objects.get(user_id="u-7", graph_item_key="gi-github")
+    row = UserToken.objects.get(external_user_id="u-7", graph_item_key="gi-github")
     assert "ghp_user7_secret" not in row.token_encrypted and row.reveal() == "ghp_user7_secret"
     r = alice.post(f"/api/mcp_auth/{agent.id}/u-7/get_token?generate_login_url=true", details())
     assert r.status_code == 200
@@ -130,14 +130,13 @@ def test_a_member_cannot_act_as_another_user(alice, bob, vera, agent):
             user_tokens={"gi-github": "ghp_bobs_token"},
         ),
     )
-    assert r.status_code == 200
-    from tasks_app.models import Task
-
-    assert Task.objects.get(pk=r.json()["id"]).vault_user_id == ""
-    assert UserToken.objects.get(user_id="u-7").reveal() == "ghp_user7_secret"  # not overwritten by bob
-    assert bob.post(f"/api/mcp_auth/{agent.id}/u-7/get_token", details()).status_code == 403
-    assert vera.post(f"/api/mcp_auth/{agent.id}/u-7/get_token", details()).status_code == 403
-    own = bob.post(f"/api/mcp_auth/{agent.id}/bob@example.com/get_token", details())
+    assert r.status_code == 403 and "input.user may only name you" in r.json()["detail"]
+    assert UserToken.objects.get(external_user_id="u-7").reveal() == "ghp_user7_secret"  # not overwritten
+    for persona in (bob, vera):
+        refused = persona.post(f"/api/mcp_auth/{agent.id}/u-7/get_token", details())
+        assert refused.status_code == 200 and refused.json()["type"] == "token_issue"
+        assert "ghp_user7_secret" not in refused.content.decode()
+    own = bob.post(f"/api/mcp_auth/{agent.id}/{bob.member.vault_id}/get_token", details())
     assert own.status_code == 200 and own.json()["type"] == "token_issue"
 
 

@@ -67,21 +67,29 @@ class RunState:
     items: list[GraphItem]
     tokens: dict[str, Any]
     secrets: list[str]
+    stored: dict[str, str] = field(default_factory=dict)  # the vault's tokens of the turn's user, by item key
     tool_items: dict[str, str] = field(default_factory=dict)  # tool name -> graph item key
     inflight: dict[str, dict[str, Any]] = field(default_factory=dict)
     used_tools: list[str] = field(default_factory=list)
 
 
-def _load(task_id: str) -> tuple[Task, Agent, list[GraphItem], dict[str, Any], list[dict[str, Any]]]:
+def _load(
+    task_id: str,
+) -> tuple[Task, Agent, list[GraphItem], dict[str, Any], dict[str, str], list[dict[str, Any]]]:
+    """Everything a turn reads from the database, read once in a thread (no ORM on the event loop)."""
+    from console import vault
+
     task = Task.objects.select_related("agent").get(pk=task_id)
     agent = task.agent
     items = list(agent.graph_items.all())
     tokens = actions.task_user_tokens(task)
+    mcp_keys = [i.key for i in items if i.type == "mcp"]
+    stored = vault.tokens_for(task.organization_id, vault.owner_of(task), mcp_keys)
     history = [
         {"kind": e.kind, "turn": e.turn, "data": e.data}
         for e in task.activity.filter(turn__lt=task.turns).order_by("position")
     ]
-    return task, agent, items, tokens, history
+    return task, agent, items, tokens, stored, history
 
 
 aload = sync_to_async(_load)
@@ -111,16 +119,10 @@ def token_for(state: RunState, item: GraphItem) -> tuple[str | None, dict[str, s
         return value, {}
     secret = item.secret_settings()
     headers = dict(secret.get("headers") or {})
-    stored = _stored_token(state.task, item)
+    stored = state.stored.get(item.key)
     if stored:
         return stored, headers
     return secret.get("api_key"), headers
-
-
-def _stored_token(task: Task, item: GraphItem) -> str | None:
-    from console import vault
-
-    return vault.token_for(task.organization_id, task.vault_user_id, item) if task.vault_user_id else None
 
 
 def instructions(task: Task, agent: Agent) -> str:
@@ -336,8 +338,10 @@ async def run_turn(task_id: str, worker_id: str) -> None:
     """Execute the current turn of a claimed task and finish it (completed, failed, or stopped)."""
     from tasks_app.runtime.sink import EventSink
 
-    task, agent, items, tokens, history = await aload(task_id)
-    state = RunState(task, agent, items, tokens, _secrets(agent, tokens, items))
+    task, agent, items, tokens, stored, history = await aload(task_id)
+    state = RunState(
+        task, agent, items, tokens, _secrets(agent, tokens, items) + list(stored.values()), stored
+    )
     sink = EventSink(task_id, state.secrets, worker_id)
     status, result = Status.COMPLETED, None
     usage: dict[str, int] = {}
