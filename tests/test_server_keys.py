@@ -27,7 +27,7 @@ agent = Agent.objects.create(organization=org, name="A", unique_name="a")
 agent.set_model_api_key("sk-model-secret")
 agent.save()
 GraphItem.objects.create(agent=agent, key="gi", type="mcp", secret_settings_encrypted=crypto.encrypt_json({"api_key": "mcp-secret"}))
-UserToken.objects.create(organization=org, user_id="u-1", graph_item_key="gi", token_encrypted=crypto.encrypt("user-secret"))
+UserToken.objects.create(organization=org, external_user_id="u-1", graph_item_key="gi", token_encrypted=crypto.encrypt("user-secret"))
 Task.objects.create(organization=org, agent=agent, user_tokens_encrypted=crypto.encrypt_json({"gi": "task-secret"}))
 """
 
