@@ -174,7 +174,8 @@ def get_token_response(
         agent_id=agent.id,
         user_id=user_id,
         graph_item_key=item.key if item else "",
-        outcome=response["type"],
+        # The caller sees "no token" either way; the audit says which it was.
+        outcome="refused" if owner == NOBODY and item is not None else response["type"],
     )
     return response
 

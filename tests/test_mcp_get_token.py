@@ -136,6 +136,8 @@ def test_a_member_cannot_act_as_another_user(alice, bob, vera, agent):
         refused = persona.post(f"/api/mcp_auth/{agent.id}/u-7/get_token", details())
         assert refused.status_code == 200 and refused.json()["type"] == "token_issue"
         assert "ghp_user7_secret" not in refused.content.decode()
+    audit = McpTokenAccess.objects.filter(user_id="u-7").order_by("id").values_list("outcome", flat=True)
+    assert list(audit)[-2:] == ["refused", "refused"]  # same answer as "no token", told apart in the audit
     own = bob.post(f"/api/mcp_auth/{agent.id}/{bob.member.vault_id}/get_token", details())
     assert own.status_code == 200 and own.json()["type"] == "token_issue"
 
