@@ -102,10 +102,14 @@ def test_files_uploaded_with_the_task_reach_the_model(daphne_server):
         text = json.dumps(model.requests[0].body)
     assert events[-1]["data"]["status"] == "completed", events[-1]["data"]["result"]
     url = task["input"]["files"][0]
-    assert "/media/tasks/" in url and url.endswith("sales_data.csv")
+    assert "/files/" in url and url.endswith("/sales_data.csv")
     assert "region,total" in text
+    assert f"Files: {url}" in text  # the link the model is given is the one that serves the file
     served = httpx.get(url)
     assert served.status_code == 200 and served.content == b"region,total\nnorth,7\n"
+    assert served.headers["content-disposition"].startswith("attachment;")
+    assert served.headers["content-security-policy"] == "default-src 'none'; sandbox"
+    assert served.headers["x-content-type-options"] == "nosniff"
 
 
 def test_a_bad_upload_writes_nothing(daphne_server):
