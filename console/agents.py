@@ -18,6 +18,7 @@ from console.models import Agent, GraphItem, Role
 from tasks_app.actions import Actor
 from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound
 from tasks_app.masking import is_secret_key
+from tasks_app.runtime import outbound
 
 SECRET_MCP_KEYS = ("api_key", "client_secret", "headers")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
@@ -44,9 +45,7 @@ class McpSettingsIn(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not _URL.match(value):
-            raise ValueError("must be an http(s) URL")
-        return value
+        return _outbound_url(value)
 
 
 class GraphSettingsIn(BaseModel):
@@ -99,9 +98,18 @@ class AgentIn(BaseModel):
     @field_validator("model_base_url")
     @classmethod
     def _base(cls, value: str | None) -> str | None:
-        if value and not _URL.match(value):
-            raise ValueError("must be an http(s) URL")
-        return value
+        return _outbound_url(value) if value else value
+
+
+def _outbound_url(value: str) -> str:
+    """An http(s) URL the server may connect to: a literal internal address needs OUTBOUND_ALLOWLIST."""
+    if not _URL.match(value):
+        raise ValueError("must be an http(s) URL")
+    try:
+        outbound.check_saved(value)
+    except outbound.OutboundRefused as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 def instructions_text(value: str | InstructionsIn) -> str:

@@ -258,7 +258,15 @@ WORKER_POLL_SECONDS = _env_float("WORKER_POLL_SECONDS", 2.0)
 SSE_KEEPALIVE_SECONDS = _env_float("SSE_KEEPALIVE_SECONDS", 15.0)
 STOP_WAIT_SECONDS = _env_float("STOP_WAIT_SECONDS", 5.0)
 CHUNK_COALESCE_SECONDS = _env_float("CHUNK_COALESCE_SECONDS", 0.05)
-FILE_FETCH_ALLOWLIST = [h.strip() for h in os.environ.get("FILE_FETCH_ALLOWLIST", "").split(",") if h.strip()]
+# Internal hosts/CIDRs the server may connect to (files, model endpoints, MCP); FILE_FETCH_ALLOWLIST is an alias.
+OUTBOUND_ALLOWLIST = [
+    h.strip()
+    for name in ("OUTBOUND_ALLOWLIST", "FILE_FETCH_ALLOWLIST")
+    for h in os.environ.get(name, "").split(",")
+    if h.strip()
+]
+# How long the link to a file uploaded with a task works without the organization's API key.
+TASK_UPLOAD_LINK_MAX_AGE = _env_int("TASK_UPLOAD_LINK_MAX_AGE", 7 * 24 * 3600)
 
 LOGGING = {
     "version": 1,

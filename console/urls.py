@@ -1,15 +1,13 @@
-"""URL configuration: the REST API under /api, SSE beside it, the admin."""
+"""URL configuration: the REST API under /api, SSE beside it, uploaded files' links, the admin."""
 
-from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
-from django.views.static import serve
 from ninja import NinjaAPI
 
 from console import rest_agents
-from tasks_app import rest, rest_backend, sse
+from tasks_app import rest, rest_backend, sse, uploads
 
 api = NinjaAPI(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
 rest.install_error_handlers(api)
@@ -27,6 +25,6 @@ urlpatterns = [
     path("api/agent-execution/<str:task_id>/events", sse.task_events, name="task-events"),
     path("api/", api.urls),
     re_path(r"^api/(?P<rest_of_path>.*)$", api_not_found),
-    re_path(r"^media/(?P<path>tasks/.+)$", serve, {"document_root": settings.MEDIA_ROOT}),
+    path("files/<str:token>/<str:name>", uploads.download, name="upload-file"),
     path("admin/", admin.site.urls),
 ]

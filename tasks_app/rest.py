@@ -120,12 +120,13 @@ def _task_response(task: Task) -> JsonResponse:
 def create_task(request: HttpRequest, id: str) -> HttpResponse:
     """JSON (the SDK's body), or multipart with that body in a `body` field and the files to upload."""
     if request.content_type == "multipart/form-data":
+        uploads.check_before_body(request, request.auth, id)  # role, agent and size before the body
         try:
             raw = json.loads(request.POST.get("body") or "{}")
         except ValueError as exc:
             raise BadRequest(f"Malformed JSON in the 'body' field: {exc}") from None
         data = parse(TaskCreateIn, raw)
-        saved = uploads.save_uploads(request, request.FILES.getlist("files"))
+        saved = uploads.save_uploads(request, request.auth, request.FILES.getlist("files"))
         try:
             task = actions.create_task(request.auth, id, data, uploads={u.url: u.storage_name for u in saved})
         except Exception:

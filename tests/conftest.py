@@ -52,6 +52,12 @@ def make_persona(name: str, org: Organization, role: str) -> Persona:
     return Persona(name, org, member, raw, Client())
 
 
+@pytest.fixture(autouse=True)
+def _loopback_test_servers_allowed(settings) -> None:
+    """The scripted model, MCP and file servers listen on 127.0.0.1: allowed the documented way."""
+    settings.OUTBOUND_ALLOWLIST = ["127.0.0.1"]
+
+
 @pytest.fixture
 def org_a(db) -> Organization:
     return Organization.objects.create(name="Acme")

@@ -124,7 +124,7 @@ def server_env(workdir: Path, **overrides: str) -> dict[str, str]:
         "MEDIA_ROOT": str(workdir / "media"),
         "SECRET_KEY": "live-test-secret",
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "FILE_FETCH_ALLOWLIST": "127.0.0.1",
+        "OUTBOUND_ALLOWLIST": "127.0.0.1",  # the scripted model, MCP and file servers
         "SSE_KEEPALIVE_SECONDS": "1",
         "STOP_WAIT_SECONDS": "3",
         "PYTHONUNBUFFERED": "1",

@@ -204,3 +204,13 @@ def test_loopback_is_refused_without_the_allowlist(setup, files, monkeypatch):
     assert task.get_files() == []
     assert dict(files.hits) == before  # refused before any request was made
     assert "XPANDER_INTERNAL_FETCH_ALLOWLIST" in task.to_message()
+
+
+@pytest.mark.parametrize("form", ["::ffff:127.0.0.2", "::127.0.0.2", "::ffff:0:7f00:2", "64:ff9b::7f00:2"])
+def test_ipv6_forms_embedding_a_loopback_ipv4_are_refused(form, monkeypatch):
+    import ipaddress
+
+    from tasks_app.client.safe_fetch import Policy
+
+    monkeypatch.setenv("XPANDER_INTERNAL_FETCH_ALLOWLIST", "")
+    assert "127.0.0.2" in (Policy.from_env().refusal(form, ipaddress.ip_address(form)) or "")

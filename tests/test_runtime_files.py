@@ -74,12 +74,14 @@ def test_private_addresses_are_refused_unless_allowlisted(daphne_server):
         task = api.post(
             f"/agent-execution/{agent['id']}",
             json={
-                "input": {"text": marker, "files": ["http://10.1.2.3/secret.txt"]},
+                "input": {"text": marker, "files": ["http://127.0.0.2:9/secret.txt"]},
                 "events_streaming": True,
             },
         ).json()
         events = sse(daphne_server, alice, task["id"])
-    assert "refusing to fetch from a private" in events[-1]["data"]["result"]
+    result = events[-1]["data"]["result"]
+    assert "destination not allowed: 127.0.0.2 is a loopback address" in result
+    assert "OUTBOUND_ALLOWLIST" in result
 
 
 def test_files_uploaded_with_the_task_reach_the_model(daphne_server):
@@ -100,10 +102,14 @@ def test_files_uploaded_with_the_task_reach_the_model(daphne_server):
         text = json.dumps(model.requests[0].body)
     assert events[-1]["data"]["status"] == "completed", events[-1]["data"]["result"]
     url = task["input"]["files"][0]
-    assert "/media/tasks/" in url and url.endswith("sales_data.csv")
+    assert "/files/" in url and url.endswith("/sales_data.csv")
     assert "region,total" in text
+    assert f"Files: {url}" in text  # the link the model is given is the one that serves the file
     served = httpx.get(url)
     assert served.status_code == 200 and served.content == b"region,total\nnorth,7\n"
+    assert served.headers["content-disposition"].startswith("attachment;")
+    assert served.headers["content-security-policy"] == "default-src 'none'; sandbox"
+    assert served.headers["x-content-type-options"] == "nosniff"
 
 
 def test_a_bad_upload_writes_nothing(daphne_server):
@@ -129,12 +135,11 @@ def test_a_bad_upload_writes_nothing(daphne_server):
 async def test_fetch_pins_and_rechecks_every_redirect(file_server, settings):
     from tasks_app.runtime import files
 
-    settings.FILE_FETCH_ALLOWLIST = ["127.0.0.1"]
-    file_server.add("/hop", b"", status=302, headers={"Location": "http://10.1.2.3/secret"})
-    with pytest.raises(files.FetchRefused, match="private"):
+    file_server.add("/hop", b"", status=302, headers={"Location": "http://127.0.0.2:9/secret"})
+    with pytest.raises(files.FetchRefused, match=r"destination not allowed: 127\.0\.0\.2"):
         await files.fetch(file_server.url("/hop"))
     data, _ = await files.fetch(file_server.url("/data.csv"))
     assert data.startswith(b"name,qty")
-    settings.FILE_FETCH_ALLOWLIST = []
-    with pytest.raises(files.FetchRefused, match="loopback"):
+    settings.OUTBOUND_ALLOWLIST = []
+    with pytest.raises(files.FetchRefused, match="loopback address; add it to OUTBOUND_ALLOWLIST"):
         await files.fetch(file_server.url("/data.csv"))

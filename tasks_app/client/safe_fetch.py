@@ -27,6 +27,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from tasks_app.client.transport import ssl_context
+from tasks_app.egress import embedded_ipv4
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,9 @@ class Policy:
 
     def refusal(self, host: str, address: IPAddress) -> str | None:
         """Why `host` at `address` may not be fetched, or None when it may."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
+        inner = embedded_ipv4(address)  # mapped, compatible, SIIT, NAT64, 6to4: judged by their IPv4
+        if inner is not None and not (address.is_loopback or address.is_unspecified):
+            address = inner
         if address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved:
             return f"{host!r} resolves to {address}, a link-local, multicast or reserved address"
         internal = address.is_loopback or address.is_private or (address.version == 4 and address in _CGNAT)

@@ -2,22 +2,21 @@
 
 Images go as images, PDFs as documents (or their text, when the model takes no PDFs),
 human-readable files are inlined as text within the same truncation budget as the SDK, and the
-rest are passed by URL with a note. Fetching is bounded (size, time, redirects) and refuses
-loopback, private and link-local addresses unless the host is in FILE_FETCH_ALLOWLIST.
+rest are passed by URL with a note. Fetching is bounded (size, time, redirects) and goes through
+the egress guard (tasks_app/runtime/outbound.py): internal addresses only with OUTBOUND_ALLOWLIST.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import ipaddress
 import json
-import socket
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlparse
 
-import httpx
-from django.conf import settings
+import httpx2
+
+from tasks_app.runtime import outbound
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".webp"}
 PDF_EXT = {".pdf"}
@@ -119,60 +118,15 @@ def category(url: str, kind: str | None = None, mime: str | None = None) -> str:
     return "other"
 
 
-def _allowed(host: str, addresses: list[str]) -> bool:
-    allow = settings.FILE_FETCH_ALLOWLIST
-    if host in allow:
-        return True
-    for entry in allow:
-        try:
-            net = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            continue
-        if all(ipaddress.ip_address(a) in net for a in addresses):
-            return True
-    return False
-
-
-async def _check_host(url: str) -> str:
-    """Resolve the URL's host once and return the vetted address the request must go to."""
-    parsed = urlparse(url)
-    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
-        raise FetchRefused(f"{url}: only http(s) URLs can be fetched")
-    host = parsed.hostname
-    default_port = 443 if parsed.scheme == "https" else 80
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, parsed.port or default_port, type=socket.SOCK_STREAM
-        )
-    except OSError:
-        raise FetchRefused(f"{url}: host {host} does not resolve") from None
-    addresses = sorted({info[4][0] for info in infos})
-    if not _allowed(host, addresses):
-        for address in addresses:
-            ip = ipaddress.ip_address(address)
-            if not ip.is_global or ip.is_multicast:
-                raise FetchRefused(f"{url}: refusing to fetch from a private, loopback or link-local address")
-    return addresses[0]
-
-
-def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
-    """The URL rewritten to the vetted address, so a second DNS answer cannot redirect the connection."""
-    parsed = urlparse(url)
-    ip_host = f"[{address}]" if ":" in address else address
-    netloc = ip_host + (f":{parsed.port}" if parsed.port else "")
-    host_header = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
-    extensions = {"sni_hostname": parsed.hostname} if parsed.scheme == "https" else {}
-    return parsed._replace(netloc=netloc).geturl(), {"Host": host_header}, extensions
-
-
 async def fetch(url: str, limit: int = MAX_BYTES) -> tuple[bytes, str]:
-    """GET a URL within the limits, re-checking (and pinning) the address at every redirect."""
-    async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as client:
+    """GET a URL within the limits; every connection, redirects included, goes through the egress guard."""
+    async with outbound.client(timeout=FETCH_TIMEOUT, follow_redirects=False) as client:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            target, headers, extensions = _pinned(current, await _check_host(current))
+            if urlparse(current).scheme not in {"http", "https"} or not urlparse(current).hostname:
+                raise FetchRefused(f"{url}: only http(s) URLs can be fetched")
             try:
-                request = client.build_request("GET", target, headers=headers, extensions=extensions)
+                request = client.build_request("GET", current)
                 response = await client.send(request, stream=True)
                 try:
                     if response.is_redirect and response.headers.get("location"):
@@ -188,7 +142,9 @@ async def fetch(url: str, limit: int = MAX_BYTES) -> tuple[bytes, str]:
                     return bytes(body), response.headers.get("content-type", "")
                 finally:
                     await response.aclose()
-            except httpx.HTTPError as exc:
+            except outbound.OutboundRefused as exc:
+                raise FetchRefused(f"{url}: {exc}") from None
+            except httpx2.HTTPError as exc:
                 raise FetchRefused(f"{url}: {type(exc).__name__}") from None
         raise FetchRefused(f"{url}: more than {MAX_REDIRECTS} redirects")
 

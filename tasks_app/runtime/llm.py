@@ -9,6 +9,7 @@ from typing import Any
 
 from console.models import Agent
 from tasks_app.models import Task
+from tasks_app.runtime import outbound
 
 MODEL_RETRIES = int(os.environ.get("MODEL_MAX_RETRIES", "2"))
 MODEL_TIMEOUT = float(os.environ.get("MODEL_TIMEOUT_SECONDS", "120"))
@@ -31,7 +32,9 @@ def resolve(task: Task, agent: Agent) -> tuple[str, str, str, str | None]:
     if not name:
         raise ModelConfigError(f"Agent {agent.name!r} has no model_name")
     base_url = agent.model_base_url or (OLLAMA_DEFAULT if provider == "ollama" else "")
-    key = agent.get_model_api_key()
+    # A task that switches provider without the agent's base URL goes to another endpoint: not with this key.
+    same_endpoint = bool(agent.model_base_url) or provider == (agent.model_provider or "openai").lower()
+    key = agent.get_model_api_key() if same_endpoint else None
     if not key and not agent.model_base_url:
         # The operator's key only ever goes to the provider's own endpoint, never to a URL an admin set.
         key = {
@@ -40,6 +43,11 @@ def resolve(task: Task, agent: Agent) -> tuple[str, str, str, str | None]:
         }.get(provider)
     if provider in {"openai", "anthropic"} and not key:
         env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
+        if not same_endpoint:
+            raise ModelConfigError(
+                f"No API key for model provider {provider}: the agent's key is only sent to its own "
+                f"provider ({agent.model_provider}), and the server has no {env}"
+            )
         raise ModelConfigError(
             f"No API key for model provider {provider}: set model_api_key on agent {agent.name!r} "
             f"(PATCH /api/v1/agents/{agent.id})"
@@ -65,7 +73,7 @@ _clients: dict[tuple, Any] = {}
 
 
 def _client(provider: str, base_url: str, key: str | None) -> Any:
-    """One SDK client (and connection pool) per endpoint and key, per event loop.
+    """One SDK client (and connection pool) per endpoint and key, per event loop, on guarded connections.
 
     Building a client costs an SSL context and a connection pool; tasks of the same agent share
     them. A cancelled stream still closes its own connection, so stops are unaffected.
@@ -79,11 +87,16 @@ def _client(provider: str, base_url: str, key: str | None) -> Any:
     )
     client = _clients.get(cache_key)
     if client is None:
+        http_client = outbound.client(timeout=MODEL_TIMEOUT, follow_redirects=True)
         if provider == "anthropic":
             from anthropic import AsyncAnthropic
 
             client = AsyncAnthropic(
-                api_key=key, base_url=base_url or None, max_retries=MODEL_RETRIES, timeout=MODEL_TIMEOUT
+                api_key=key,
+                base_url=base_url or None,
+                max_retries=MODEL_RETRIES,
+                timeout=MODEL_TIMEOUT,
+                http_client=http_client,
             )
         else:
             from openai import AsyncOpenAI
@@ -93,6 +106,7 @@ def _client(provider: str, base_url: str, key: str | None) -> Any:
                 base_url=base_url or None,
                 max_retries=MODEL_RETRIES,
                 timeout=MODEL_TIMEOUT,
+                http_client=http_client,
             )
         _clients[cache_key] = client
     return client

@@ -23,7 +23,7 @@ from console.models import Agent, GraphItem
 from tasks_app import actions, bus
 from tasks_app.masking import mask
 from tasks_app.models import TERMINAL_STATUSES, ActivityKind, Status, Task
-from tasks_app.runtime import files, llm
+from tasks_app.runtime import files, llm, outbound
 from tasks_app.schemas import TaskCreateIn
 
 log = logging.getLogger(__name__)
@@ -248,12 +248,20 @@ async def _enter_toolsets(state: RunState, sink, stack: contextlib.AsyncExitStac
         url, server_name = mcp.get("url", ""), mcp.get("name") or item.name or item.key
         token, headers = token_for(state, item)
         state.secrets.extend(t for t in [token, *headers.values()] if t)  # vault tokens are masked too
+        try:
+            await outbound.check_url(url)
+        except outbound.OutboundRefused as exc:
+            raise TaskFailure(f"MCP server {server_name} ({url}): {exc}") from None
+        # One guarded client per server and run: its cookies are this user's only.
+        http = outbound.client(
+            headers=headers or None, verify=_tls_context(), timeout=httpx2.Timeout(30.0, read=300.0)
+        )
+        stack.push_async_callback(http.aclose)
         toolset = MCPToolset(
             url,
             id=f"mcp-{_slug(item.key)}",
             auth=BearerAuth(token),
-            headers=headers or None,
-            verify=_tls_context(),
+            http_client=http,
             tool_error_behavior="failed",
         )
         try:
@@ -262,9 +270,9 @@ async def _enter_toolsets(state: RunState, sink, stack: contextlib.AsyncExitStac
         except Exception as exc:
             cause = _auth_cause(exc)
             if cause is None:
-                raise TaskFailure(
-                    f"MCP server {server_name} ({url}) is unreachable: {_describe(exc)}"
-                ) from None
+                refused = outbound.refusal_in(exc)
+                reason = str(refused) if refused else f"is unreachable ({_remote_error(exc)})"
+                raise TaskFailure(f"MCP server {server_name} ({url}) {reason}") from None
             kind = "login_required" if mcp.get("auth_type") == "oauth2" and not token else "token_issue"
             message = (
                 f"{server_name} needs you to sign in"
@@ -307,6 +315,30 @@ def _auth_cause(exc: BaseException) -> McpAuthFailed | None:
             return current
         stack += [current.__cause__, current.__context__]
         stack += list(getattr(current, "exceptions", []) or [])
+    return None
+
+
+def _remote_error(exc: BaseException) -> str:
+    """What went wrong talking to a server, without its words: an error body must not reach a result."""
+    inner = exc
+    while getattr(inner, "exceptions", None):
+        inner = inner.exceptions[0]
+    status = getattr(getattr(inner, "response", None), "status_code", None)
+    return f"{type(inner).__name__}, HTTP {status}" if status else type(inner).__name__
+
+
+_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _error_code(body: Any) -> str | None:
+    """A provider's error code (rate_limit_error, model_not_found), the one part of a body worth showing."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    for key in ("type", "code"):
+        value = error.get(key)
+        if isinstance(value, str) and value != "error" and _ERROR_CODE.match(value):
+            return value
     return None
 
 
@@ -366,7 +398,7 @@ async def run_turn(task_id: str, worker_id: str) -> None:
     except llm.ModelConfigError as exc:
         status, result = Status.FAILED, str(exc)
     except Exception as exc:
-        status, result = _classify(exc, task)
+        status, result = _classify(exc, task, state.secrets)
         if status == Status.ERROR:
             log.exception("task %s crashed", task_id)
     if status != Status.COMPLETED:
@@ -384,7 +416,7 @@ async def run_turn(task_id: str, worker_id: str) -> None:
     )
 
 
-def _classify(exc: Exception, task: Task) -> tuple[str, str]:
+def _classify(exc: Exception, task: Task, secrets: list[str]) -> tuple[str, str]:
     from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, UsageLimitExceeded
 
     if isinstance(exc, UsageLimitExceeded):
@@ -392,12 +424,18 @@ def _classify(exc: Exception, task: Task) -> tuple[str, str]:
             Status.FAILED,
             f"Tool call limit reached ({task.tool_call_limit} calls) before the agent finished",
         )
+    refused = outbound.refusal_in(exc)
+    if refused:
+        return Status.FAILED, f"The model endpoint was refused: {refused}"
     if isinstance(exc, ModelHTTPError):
         kind = "rate limited the request" if exc.status_code == 429 else f"answered HTTP {exc.status_code}"
         when = "mid-stream" if getattr(exc, "in_stream", False) else f"after {llm.MODEL_RETRIES} retries"
-        return Status.FAILED, f"The model {kind} {when}: {str(exc.body)[:300]}"
+        # The body stays out of the result (an error page is an oracle); the operator's log has it.
+        log.warning("task %s: the model %s: %s", task.id, kind, mask(str(exc.body)[:500], secrets))
+        code = _error_code(exc.body)
+        return Status.FAILED, f"The model {kind} {when}" + (f" ({code})" if code else "")
     if isinstance(exc, ModelAPIError):
-        return Status.FAILED, f"The model could not be reached: {exc}"[:500]
+        return Status.FAILED, f"The model could not be reached ({type(exc.__cause__ or exc).__name__})"
     cause = _auth_cause(exc)
     if cause:
         return Status.FAILED, f"An MCP server rejected the credentials (HTTP {cause.status})"
@@ -422,6 +460,10 @@ async def _run(state: RunState, sink, history: list[dict[str, Any]]) -> tuple[st
 
     task, agent = state.task, state.agent
     model = llm.build_model(task, agent)
+    try:
+        await outbound.check_url(llm.resolve(task, agent)[2])
+    except outbound.OutboundRefused as exc:
+        raise TaskFailure(f"The model endpoint was refused: {exc}") from None
     prepared = await files.prepare(
         task.input_text,
         list(task.input_files or []),

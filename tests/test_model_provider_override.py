@@ -1,0 +1,37 @@
+"""A task's llm_model_provider override never carries the agent's stored model key to another endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from console.models import Agent
+from tasks_app.models import Task
+from tasks_app.runtime import llm
+
+
+@pytest.fixture
+def openai_agent(alice) -> Agent:
+    body = {"name": "Keyed", "model_provider": "openai", "model_api_key": "sk-agent-secret"}
+    r = alice.post("/api/v1/agents", body)
+    assert r.status_code == 201, r.content
+    return Agent.objects.get(pk=r.json()["id"])
+
+
+def test_it_uses_the_agents_key_for_its_own_provider(openai_agent):
+    task = Task(agent=openai_agent, organization=openai_agent.organization, llm_model_provider="openai")
+    assert llm.resolve(task, openai_agent)[3] == "sk-agent-secret"
+
+
+def test_it_does_not_send_the_agents_key_to_another_provider(openai_agent, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    task = Task(agent=openai_agent, organization=openai_agent.organization, llm_model_provider="anthropic")
+    with pytest.raises(llm.ModelConfigError, match="only sent to its own provider"):
+        llm.resolve(task, openai_agent)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-operator-anthropic")
+    assert llm.resolve(task, openai_agent)[3] == "sk-operator-anthropic"
+
+
+def test_it_does_not_send_the_agents_key_to_a_local_ollama(openai_agent):
+    task = Task(agent=openai_agent, organization=openai_agent.organization, llm_model_provider="ollama")
+    _, _, base_url, key = llm.resolve(task, openai_agent)
+    assert base_url == llm.OLLAMA_DEFAULT and key is None
