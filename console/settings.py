@@ -265,6 +265,8 @@ OUTBOUND_ALLOWLIST = [
     for h in os.environ.get(name, "").split(",")
     if h.strip()
 ]
+# A bad entry stops the start here, not the first task that connects somewhere.
+__import__("tasks_app.egress").egress.Allowlist.parse(OUTBOUND_ALLOWLIST)
 # How long the link to a file uploaded with a task works without the organization's API key.
 TASK_UPLOAD_LINK_MAX_AGE = _env_int("TASK_UPLOAD_LINK_MAX_AGE", 7 * 24 * 3600)
 

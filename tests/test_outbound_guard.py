@@ -108,3 +108,18 @@ async def test_an_allowlisted_cidr_lets_the_client_connect(settings):
     with FileServer({"/x": b"inside"}, host="127.0.0.2") as inside:
         async with outbound.client() as client:
             assert (await client.get(inside.url("/x"))).content == b"inside"
+
+
+def test_a_bad_allowlist_entry_stops_the_server_at_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.live import ROOT
+
+    env = {**os.environ, "VAR_DIR": str(tmp_path), "OUTBOUND_ALLOWLIST": "127.0.0.1,127.0.0.0/33"}
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert "OUTBOUND_ALLOWLIST: '127.0.0.0/33' is neither a host name nor a CIDR" in proc.stderr
