@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
-django_app = get_asgi_application()
+django.setup(set_prefix=False)  # what get_asgi_application() does, with our handler instead
 
+from console.handler import StreamingASGIHandler  # noqa: E402 - needs Django set up
 from tasks_app import bus  # noqa: E402 - needs Django set up
 from tasks_app.runtime.worker import start_embedded, stop_embedded  # noqa: E402
+
+django_app = StreamingASGIHandler()
 
 
 async def application(scope, receive, send) -> None:

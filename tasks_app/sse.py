@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from console.access import actor_for_request
@@ -23,6 +25,8 @@ from tasks_app.errors import BadRequest, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 
 PAGE = 500
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def frame(task_id: str, organization_id: str, event: dict[str, Any]) -> str:
@@ -51,8 +55,24 @@ def _fetch(task_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
     return [{"seq": r.seq, "type": r.type, "time": wire.iso(r.time), "data": r.data} for r in rows], status
 
 
-# Reads only: a shared pool, not a thread per open stream (the per-request thread-sensitive default).
-afetch = sync_to_async(_fetch, thread_sensitive=False)
+# Every open stream reads through these few threads, so streams add no thread or DB connection each.
+_READS = ThreadPoolExecutor(max_workers=settings.SSE_READ_THREADS, thread_name_prefix="sse-read")
+
+
+def on_read_threads(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`fn` as a coroutine on the streams' shared read threads."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError:
+            connections.close_all()  # these threads live long: reconnect on the next read
+            raise
+
+    return sync_to_async(run, thread_sensitive=False, executor=_READS)
+
+
+afetch = on_read_threads(_fetch)
 
 
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
