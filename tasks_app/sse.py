@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -19,12 +19,13 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from console.access import actor_for_request
+from console.access import actor_for_request, key_is_valid
 from tasks_app import actions, bus, wire
 from tasks_app.errors import BadRequest, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 
 PAGE = 500
+ACCESS_ENDED = ": access ended: the API key was revoked or its member deactivated\n\n"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -73,6 +74,7 @@ def on_read_threads(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
 
 
 afetch = on_read_threads(_fetch)
+akey_is_valid = on_read_threads(key_is_valid)
 
 
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
@@ -82,19 +84,25 @@ async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
         after = parse_resume_point(request)
     except TaskApiError as exc:
         return JsonResponse(exc.to_json(), status=exc.status_code)
-    response = StreamingHttpResponse(
-        follow(task.id, task.organization_id, after), content_type="text/event-stream; charset=utf-8"
-    )
+    key_id = actor.api_key_id
+    stream = follow(task.id, task.organization_id, after, still_allowed=lambda: akey_is_valid(key_id))
+    response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache, no-store"
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-async def follow(task_id: str, organization_id: str, after: int) -> AsyncIterator[str]:
+async def follow(
+    task_id: str,
+    organization_id: str,
+    after: int,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
+) -> AsyncGenerator[str]:
     """Yield SSE frames after `after` until the task is finished and fully sent.
 
     Frames of one batch go out as one write: per-write cost in the ASGI server, not JSON, is what a
-    busy stream pays for most.
+    busy stream pays for most. `still_allowed` is asked at least once a keep-alive, busy or quiet:
+    a stream whose caller lost access (a revoked key) ends there.
     """
     layer = get_channel_layer()
     channel = await layer.new_channel()
@@ -128,15 +136,24 @@ async def follow(task_id: str, organization_id: str, after: int) -> AsyncIterato
             first = False
         if status in TERMINAL_STATUSES:
             return
+        loop = asyncio.get_running_loop()
+        beat = settings.SSE_KEEPALIVE_SECONDS
+        next_beat = loop.time() + beat
         while True:
             try:
                 message = await asyncio.wait_for(
-                    layer.receive(channel), timeout=settings.SSE_KEEPALIVE_SECONDS
+                    layer.receive(channel), timeout=max(next_beat - loop.time(), 0)
                 )
             except TimeoutError:
-                yield ": keep-alive\n\n"
                 message = None
-            if message is not None:
+            if loop.time() >= next_beat:
+                next_beat = loop.time() + beat
+                if still_allowed is not None and not await still_allowed():
+                    yield ACCESS_ENDED
+                    return
+            if message is None:
+                yield ": keep-alive\n\n"
+            else:
                 events = [e for e in message.get("events", []) if e["seq"] > last]
                 status = message.get("status", "")
                 if events and events[0]["seq"] == last + 1:
