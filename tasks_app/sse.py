@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -20,7 +22,7 @@ from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from console.access import actor_for_request, key_is_valid
-from tasks_app import actions, bus, wire
+from tasks_app import actions, bus, stream_slots, wire
 from tasks_app.errors import BadRequest, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 
@@ -82,14 +84,28 @@ async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
         actor = await sync_to_async(actor_for_request)(request)
         task = await sync_to_async(actions.get_task)(actor, task_id)
         after = parse_resume_point(request)
+        release = stream_slots.slots.acquire(actor.api_key_id, settings.SSE_MAX_STREAMS_PER_KEY)
     except TaskApiError as exc:
         return JsonResponse(exc.to_json(), status=exc.status_code)
     key_id = actor.api_key_id
-    stream = follow(task.id, task.organization_id, after, still_allowed=lambda: akey_is_valid(key_id))
+    stream = holding_slot(
+        release, follow(task.id, task.organization_id, after, still_allowed=lambda: akey_is_valid(key_id))
+    )
+    weakref.finalize(stream, release)  # a response dropped (client gone) before its first read
     response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache, no-store"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+async def holding_slot(release: Callable[[], None], stream: AsyncGenerator[str]) -> AsyncIterator[str]:
+    """Pass `stream` on and free its slot however it ends: finished, revoked or hung up."""
+    try:
+        async with aclosing(stream):
+            async for chunk in stream:
+                yield chunk
+    finally:
+        release()
 
 
 async def follow(
