@@ -54,6 +54,13 @@ def actor_for_membership(member: Membership) -> Actor:
     )
 
 
+def key_is_valid(api_key_id: int) -> bool:
+    """Whether a key that authenticated earlier may still be used: long streams re-check it."""
+    return ApiKey.objects.filter(
+        pk=api_key_id, revoked_at__isnull=True, membership__user__is_active=True
+    ).exists()
+
+
 def actor_for_request(request: HttpRequest) -> Actor:
     """Authenticate by x-api-key and check the URL's organization segment, if any."""
     actor = actor_for_key(request.headers.get("x-api-key"))

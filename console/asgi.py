@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
-django_app = get_asgi_application()
+django.setup(set_prefix=False)  # what get_asgi_application() does, with our handler instead
 
 from console import crypto  # noqa: E402 - needs Django set up
+from console.handler import StreamingASGIHandler  # noqa: E402 - needs Django set up
+from tasks_app import bus  # noqa: E402 - needs Django set up
+from tasks_app.runtime.worker import start_embedded, stop_embedded  # noqa: E402
 
 try:
     crypto.check_stored_secrets()
 except crypto.KeysDoNotMatchData as exc:  # refuse to serve rather than strand the stored secrets
     raise SystemExit(f"Refusing to start: {exc}") from None
 
-from tasks_app import bus  # noqa: E402 - needs Django set up
-from tasks_app.runtime.worker import start_embedded, stop_embedded  # noqa: E402
+django_app = StreamingASGIHandler()
 
 
 async def application(scope, receive, send) -> None:

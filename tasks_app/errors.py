@@ -41,6 +41,10 @@ class TooLarge(TaskApiError):
     status_code = 413
 
 
+class TooManyRequests(TaskApiError):
+    status_code = 429
+
+
 class Invalid(TaskApiError):
     """422: the body has the right syntax but a field is wrong; `field` names it."""
 

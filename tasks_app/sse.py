@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from console.access import actor_for_request
-from tasks_app import actions, bus, wire
+from console.access import actor_for_request, key_is_valid
+from tasks_app import actions, bus, stream_slots, wire
 from tasks_app.errors import BadRequest, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 
 PAGE = 500
+ACCESS_ENDED = ": access ended: the API key was revoked or its member deactivated\n\n"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def frame(task_id: str, organization_id: str, event: dict[str, Any]) -> str:
@@ -51,8 +58,25 @@ def _fetch(task_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
     return [{"seq": r.seq, "type": r.type, "time": wire.iso(r.time), "data": r.data} for r in rows], status
 
 
-# Reads only: a shared pool, not a thread per open stream (the per-request thread-sensitive default).
-afetch = sync_to_async(_fetch, thread_sensitive=False)
+# Every open stream reads through these few threads, so streams add no thread or DB connection each.
+_READS = ThreadPoolExecutor(max_workers=settings.SSE_READ_THREADS, thread_name_prefix="sse-read")
+
+
+def on_read_threads(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`fn` as a coroutine on the streams' shared read threads."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError:
+            connections.close_all()  # these threads live long: reconnect on the next read
+            raise
+
+    return sync_to_async(run, thread_sensitive=False, executor=_READS)
+
+
+afetch = on_read_threads(_fetch)
+akey_is_valid = on_read_threads(key_is_valid)
 
 
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
@@ -60,21 +84,41 @@ async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
         actor = await sync_to_async(actor_for_request)(request)
         task = await sync_to_async(actions.get_task)(actor, task_id)
         after = parse_resume_point(request)
+        release = stream_slots.slots.acquire(actor.api_key_id, settings.SSE_MAX_STREAMS_PER_KEY)
     except TaskApiError as exc:
         return JsonResponse(exc.to_json(), status=exc.status_code)
-    response = StreamingHttpResponse(
-        follow(task.id, task.organization_id, after), content_type="text/event-stream; charset=utf-8"
+    key_id = actor.api_key_id
+    stream = holding_slot(
+        release, follow(task.id, task.organization_id, after, still_allowed=lambda: akey_is_valid(key_id))
     )
+    weakref.finalize(stream, release)  # a response dropped (client gone) before its first read
+    response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache, no-store"
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-async def follow(task_id: str, organization_id: str, after: int) -> AsyncIterator[str]:
+async def holding_slot(release: Callable[[], None], stream: AsyncGenerator[str]) -> AsyncIterator[str]:
+    """Pass `stream` on and free its slot however it ends: finished, revoked or hung up."""
+    try:
+        async with aclosing(stream):
+            async for chunk in stream:
+                yield chunk
+    finally:
+        release()
+
+
+async def follow(
+    task_id: str,
+    organization_id: str,
+    after: int,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
+) -> AsyncGenerator[str]:
     """Yield SSE frames after `after` until the task is finished and fully sent.
 
     Frames of one batch go out as one write: per-write cost in the ASGI server, not JSON, is what a
-    busy stream pays for most.
+    busy stream pays for most. `still_allowed` is asked at least once a keep-alive, busy or quiet:
+    a stream whose caller lost access (a revoked key) ends there.
     """
     layer = get_channel_layer()
     channel = await layer.new_channel()
@@ -108,15 +152,24 @@ async def follow(task_id: str, organization_id: str, after: int) -> AsyncIterato
             first = False
         if status in TERMINAL_STATUSES:
             return
+        loop = asyncio.get_running_loop()
+        beat = settings.SSE_KEEPALIVE_SECONDS
+        next_beat = loop.time() + beat
         while True:
             try:
                 message = await asyncio.wait_for(
-                    layer.receive(channel), timeout=settings.SSE_KEEPALIVE_SECONDS
+                    layer.receive(channel), timeout=max(next_beat - loop.time(), 0)
                 )
             except TimeoutError:
-                yield ": keep-alive\n\n"
                 message = None
-            if message is not None:
+            if loop.time() >= next_beat:
+                next_beat = loop.time() + beat
+                if still_allowed is not None and not await still_allowed():
+                    yield ACCESS_ENDED
+                    return
+            if message is None:
+                yield ": keep-alive\n\n"
+            else:
                 events = [e for e in message.get("events", []) if e["seq"] > last]
                 status = message.get("status", "")
                 if events and events[0]["seq"] == last + 1:
