@@ -8,7 +8,6 @@ write rows themselves. Bodies are parsed here rather than by ninja so that malfo
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any, TypeVar
 
@@ -23,9 +22,9 @@ from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import BaseModel, ValidationError
 
 from console.access import actor_for_request
-from tasks_app import actions, bus, uploads, wire
+from tasks_app import actions, bus, jsonbody, uploads, wire
 from tasks_app.actions import Actor
-from tasks_app.errors import BadRequest, Invalid, TaskApiError
+from tasks_app.errors import Invalid, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 from tasks_app.schemas import EventIn, TaskCreateIn, TaskUpdateIn
 
@@ -45,10 +44,7 @@ class ApiKeyAuth:
 def json_body(request: HttpRequest) -> Any:
     if not request.body:
         return {}
-    try:
-        return json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Malformed JSON body: {exc}") from None
+    return jsonbody.loads(request.body)
 
 
 def parse(model: type[M], raw: Any, prefix: str = "") -> M:
@@ -120,10 +116,7 @@ def _task_response(task: Task) -> JsonResponse:
 def create_task(request: HttpRequest, id: str) -> HttpResponse:
     """JSON (the SDK's body), or multipart with that body in a `body` field and the files to upload."""
     if request.content_type == "multipart/form-data":
-        try:
-            raw = json.loads(request.POST.get("body") or "{}")
-        except ValueError as exc:
-            raise BadRequest(f"Malformed JSON in the 'body' field: {exc}") from None
+        raw = jsonbody.loads(request.POST.get("body") or "{}", what="JSON in the 'body' field")
         data = parse(TaskCreateIn, raw)
         saved = uploads.save_uploads(request, request.FILES.getlist("files"))
         try:

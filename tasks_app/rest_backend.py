@@ -13,7 +13,7 @@ from console import vault
 from tasks_app import actions, wire
 from tasks_app.errors import Forbidden
 from tasks_app.rest import json_body, parse
-from tasks_app.schemas import MetricsReportIn, TaskReportIn
+from tasks_app.schemas import McpServerDetailsIn, MetricsReportIn, TaskReportIn
 
 router = Router()
 
@@ -40,6 +40,7 @@ def get_token(request: HttpRequest, agent_id: str, user_id: str) -> HttpResponse
     raw = json_body(request)
     if not isinstance(raw, dict):
         raise actions.Invalid("body", "must be the MCP server details object")
+    parse(McpServerDetailsIn, raw)  # the fields the vault reads must have their wire types
     response = vault.get_token_response(
         organization_id=request.auth.organization_id,
         api_key_id=request.auth.api_key_id,
