@@ -19,23 +19,35 @@ from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import APIKeyHeader
 from pydantic import BaseModel, ValidationError
 
 from console.access import actor_for_request
 from tasks_app import actions, bus, jsonbody, uploads, wire
+from tasks_app import openapi as doc
 from tasks_app.actions import Actor
 from tasks_app.errors import Invalid, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 from tasks_app.schemas import EventIn, TaskCreateIn, TaskUpdateIn
 
+LIST_QUERY = doc.query(
+    ("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "How many, newest first"),
+    ("status", {"type": "string"}, "Comma-separated statuses (pending, executing, ...)"),
+    ("parent_task_id", {"type": "string"}, "Sub-tasks of this task"),
+    ("triggering_agent_id", {"type": "string"}, "Tasks this agent started"),
+    ("internal_status", {"type": "string"}, "Exact internal status"),
+)
+
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
-class ApiKeyAuth:
-    """Ninja auth callable: x-api-key only, as the SDK sends it; the result is an Actor."""
+class ApiKeyAuth(APIKeyHeader):
+    """Ninja auth: x-api-key only, as the SDK sends it; the result is an Actor."""
 
-    def __call__(self, request: HttpRequest) -> Actor:
+    param_name = "x-api-key"
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Actor:
         actor = actor_for_request(request)
         request.actor = actor
         return actor
@@ -112,7 +124,11 @@ def _task_response(task: Task) -> JsonResponse:
 # ---- tasks ----------------------------------------------------------------------------------
 
 
-@router.post("/agent-execution/{id}")
+@router.post(
+    "/agent-execution/{id}",
+    response=doc.responses(doc.TaskOut, *doc.BODY, 403, 409),
+    openapi_extra=doc.body(TaskCreateIn, multipart=True),
+)
 def create_task(request: HttpRequest, id: str) -> HttpResponse:
     """JSON (the SDK's body), or multipart with that body in a `body` field and the files to upload."""
     if request.content_type == "multipart/form-data":
@@ -130,7 +146,11 @@ def create_task(request: HttpRequest, id: str) -> HttpResponse:
     return _task_response(task)
 
 
-@router.get("/agent-execution/executions/history/user/{user_id}")
+@router.get(
+    "/agent-execution/executions/history/user/{user_id}",
+    response=doc.responses(list[doc.TaskListItemOut]),
+    openapi_extra=LIST_QUERY,
+)
 def list_user_tasks(request: HttpRequest, user_id: str) -> HttpResponse:
     filters = {k: v for k, v in request.GET.items() if k in actions.LIST_FILTERS}
     filters["user_id"] = user_id
@@ -138,7 +158,11 @@ def list_user_tasks(request: HttpRequest, user_id: str) -> HttpResponse:
     return JsonResponse([wire.task_list_item_json(t) for t in tasks], safe=False)
 
 
-@router.get("/agent-execution/executions/history/{agent_id}")
+@router.get(
+    "/agent-execution/executions/history/{agent_id}",
+    response=doc.responses(list[doc.TaskListItemOut]),
+    openapi_extra=doc.merge(LIST_QUERY, doc.query(("user_id", {"type": "string"}, "Tasks of this end user"))),
+)
 def list_agent_tasks(request: HttpRequest, agent_id: str) -> HttpResponse:
     filters = {k: v for k, v in request.GET.items() if k in actions.LIST_FILTERS}
     tasks = actions.list_tasks(request.auth, agent_id=agent_id, filters=filters, limit=_limit(request))
@@ -156,7 +180,7 @@ def _limit(request: HttpRequest) -> int:
     return value
 
 
-@router.get("/agent-execution/{id}/status")
+@router.get("/agent-execution/{id}/status", response=doc.responses(doc.TaskOut))
 def get_task(request: HttpRequest, id: str) -> HttpResponse:
     return _task_response(actions.get_task(request.auth, id))
 
@@ -165,7 +189,11 @@ UPDATE_SPARSE_KEYS = {"status", "result", "source", "last_executed_node_id", "in
 FULL_DUMP_MARKERS = {"id", "agent_id", "organization_id", "created_at", "input"}
 
 
-@router.patch("/agent-execution/{id}/update")
+@router.patch(
+    "/agent-execution/{id}/update",
+    response=doc.responses(doc.TaskOut, *doc.BODY, 403, 409),
+    openapi_extra=doc.body(TaskUpdateIn),
+)
 def update_task(request: HttpRequest, id: str) -> HttpResponse:
     raw = json_body(request)
     data = parse(TaskUpdateIn, raw)
@@ -175,7 +203,7 @@ def update_task(request: HttpRequest, id: str) -> HttpResponse:
     return _task_response(task)
 
 
-@router.delete("/agent-execution/{id}")
+@router.delete("/agent-execution/{id}", response=doc.responses(doc.TaskOut, 403, 409))
 async def stop_task(request: HttpRequest, id: str) -> HttpResponse:
     task = await actions.astop_task(request.auth, id)
     if not task.is_finished:
@@ -210,7 +238,7 @@ async def _wait_for_stop(actor: Actor, task: Task) -> Task:
     return await sync_to_async(actions.get_task)(actor, task.id)
 
 
-@router.get("/activity/{agent_id}/{task_id}")
+@router.get("/activity/{agent_id}/{task_id}", response=doc.responses(doc.ActivityThreadOut))
 def activity_log(request: HttpRequest, agent_id: str, task_id: str) -> HttpResponse:
     task = actions.get_task(request.auth, task_id)
     if task.agent_id != agent_id:
@@ -218,7 +246,11 @@ def activity_log(request: HttpRequest, agent_id: str, task_id: str) -> HttpRespo
     return JsonResponse(wire.activity_thread_json(task, actions.activity_entries(task)))
 
 
-@router.post("/agent-execution/{id}/events/push")
+@router.post(
+    "/agent-execution/{id}/events/push",
+    response=doc.responses(doc.PushOut, *doc.BODY, 403, 409),
+    openapi_extra=doc.body({"oneOf": [doc.ref(EventIn), {"type": "array", "items": doc.ref(EventIn)}]}),
+)
 def push_events(request: HttpRequest, id: str) -> HttpResponse:
     raw = json_body(request)
     items = raw if isinstance(raw, list) else [raw]
@@ -235,7 +267,7 @@ def push_events(request: HttpRequest, id: str) -> HttpResponse:
 # ---- agents as the SDK reads them -------------------------------------------------------------
 
 
-@router.get("/agents/list")
+@router.get("/agents/list", response=doc.responses(list[doc.AgentSummaryOut]))
 def list_agents(request: HttpRequest) -> HttpResponse:
     from console.models import Agent
 
@@ -259,12 +291,12 @@ def list_agents(request: HttpRequest) -> HttpResponse:
     )
 
 
-@router.get("/agents/{agent_id}")
+@router.get("/agents/{agent_id}", response=doc.responses(doc.AgentOut))
 def get_agent(request: HttpRequest, agent_id: str) -> HttpResponse:
     agent = actions.get_agent(request.auth, agent_id)
     return JsonResponse(wire.agent_json(agent))
 
 
-@router.get("/metadata/default_llm_extra_headers")
+@router.get("/metadata/default_llm_extra_headers", response=doc.responses(dict[str, str]))
 def default_llm_extra_headers(request: HttpRequest) -> HttpResponse:
     return JsonResponse({})

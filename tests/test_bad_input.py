@@ -165,3 +165,32 @@ def test_get_token_refuses_a_url_that_is_not_a_string(alice, external_agent):
     r = alice.post(f"/api/mcp_auth/{external_agent.id}/alice@example.com/get_token", {"url": 5})
     assert r.status_code == 422
     assert r.json() == {"detail": "url: Input should be a valid string", "field": "url"}
+
+
+def test_an_empty_host_header_is_a_json_400(alice, external_agent):
+    r = alice.client.get(
+        f"/api/agent-execution/executions/history/{external_agent.id}",
+        headers={"x-api-key": alice.key},
+        HTTP_HOST="",
+    )
+    assert r.status_code == 400 and r["Content-Type"] == "application/json"
+    assert r.json()["detail"].startswith("Bad request: Invalid HTTP_HOST header")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/agent-execution/executions/history/user/u%00x",
+        "/api/agent-execution/executions/history/user/u?status=%00",
+        "/api/agent-execution/executions/history/user/u?internal_status=a%00b",
+    ],
+)
+def test_it_refuses_nul_in_the_url(alice, path):
+    r = alice.get(path)
+    assert r.status_code == 400
+    assert r.json() == {"detail": "Bad request: NUL (%00) is not allowed in the URL"}
+
+
+def test_a_percent_sign_in_a_filter_is_just_text(alice):
+    r = alice.get("/api/agent-execution/executions/history/user/u?internal_status=%2500")
+    assert r.status_code == 200 and r.json() == []
