@@ -170,14 +170,7 @@ def list_agent_tasks(request: HttpRequest, agent_id: str) -> HttpResponse:
 
 
 def _limit(request: HttpRequest) -> int:
-    raw = request.GET.get("limit") or "100"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Invalid("limit", "must be an integer") from None
-    if not 1 <= value <= 1000:
-        raise Invalid("limit", "must be between 1 and 1000")
-    return value
+    return _int_param(request, "limit", 100, 1, 1000)
 
 
 @router.get("/agent-execution/{id}/status", response=doc.responses(doc.TaskOut))
@@ -238,12 +231,43 @@ async def _wait_for_stop(actor: Actor, task: Task) -> Task:
     return await sync_to_async(actions.get_task)(actor, task.id)
 
 
-@router.get("/activity/{agent_id}/{task_id}", response=doc.responses(doc.ActivityThreadOut))
+@router.get(
+    "/activity/{agent_id}/{task_id}",
+    response=doc.responses(doc.ActivityThreadOut),
+    openapi_extra=doc.query(
+        (
+            "limit",
+            {"type": "integer", "minimum": 1},
+            "Page size (at most ACTIVITY_PAGE_MAX); without it, the whole log",
+        ),
+        ("after", {"type": "integer", "minimum": 0}, "Entries after this position: a page's `next_after`"),
+    ),
+)
 def activity_log(request: HttpRequest, agent_id: str, task_id: str) -> HttpResponse:
+    """The whole thread, as the SDK asks for it; with ?limit (and ?after) one page of it."""
     task = actions.get_task(request.auth, task_id)
     if task.agent_id != agent_id:
         raise actions.NotFound(f"Task {task_id} not found for agent {agent_id}")
-    return JsonResponse(wire.activity_thread_json(task, actions.activity_entries(task)))
+    if "limit" not in request.GET and "after" not in request.GET:
+        return JsonResponse(wire.activity_thread_json(task, actions.activity_entries(task)))
+    limit = _int_param(request, "limit", settings.ACTIVITY_PAGE_MAX, 1, settings.ACTIVITY_PAGE_MAX)
+    after = _int_param(request, "after", 0, 0, 2**31 - 1)
+    entries = actions.activity_entries(task, after=after, limit=limit + 1)
+    page = entries[:limit]
+    out = wire.activity_thread_json(task, page)
+    out["next_after"] = page[-1].position if len(entries) > limit else None
+    return JsonResponse(out)
+
+
+def _int_param(request: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+    raw = request.GET.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise Invalid(name, f"must be between {low} and {high}")
+    return value
 
 
 @router.post(
@@ -271,7 +295,11 @@ def push_events(request: HttpRequest, id: str) -> HttpResponse:
 def list_agents(request: HttpRequest) -> HttpResponse:
     from console.models import Agent
 
-    agents = Agent.objects.filter(organization_id=request.auth.organization_id).order_by("name")
+    agents = (
+        Agent.objects.filter(organization_id=request.auth.organization_id)
+        .only("id", "name", "instructions", "organization_id", "created_at", "description")
+        .order_by("name")
+    )
     return JsonResponse(
         [
             {
