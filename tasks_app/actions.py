@@ -15,13 +15,14 @@ import contextlib
 import contextvars
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -827,6 +828,11 @@ def _activity_from_event(type_: str, data: Any) -> tuple[str, dict[str, Any]] | 
     return None
 
 
+# The form of the ids the server mints (console.models.new_id): a report may not invent one, so
+# an unknown id of this form and another organization's task answer alike (404).
+SERVER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 @_action
 def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Task:
     """A task that ran outside the server lands finished, with its activity and task_finished event."""
@@ -840,9 +846,20 @@ def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Tas
     answer = data.result if data.result is not None else _response_text(data.llm_response)
     status = Status.COMPLETED if data.is_success else Status.FAILED
     with transaction.atomic():
-        existing = Task.objects.select_for_update().filter(pk=data.id).first() if data.id else None
+        existing = None
+        if data.id:
+            existing = (
+                Task.objects.select_for_update(of=("self",))
+                .filter(pk=data.id, organization_id=actor.organization_id)
+                .first()
+            )
+            if existing is None and (
+                SERVER_ID.fullmatch(data.id) or Task.objects.filter(pk=data.id).exists()
+            ):
+                # Another organization's task answers as an unknown one: no existence oracle.
+                raise NotFound(f"Task {data.id} not found")
         if existing is not None:
-            if existing.organization_id != actor.organization_id or existing.agent_id != agent.id:
+            if existing.agent_id != agent.id:
                 raise Conflict("This task id cannot be used; omit it or choose another")
             if existing.is_finished:
                 raise Conflict(f"Task {existing.id} is already {existing.status}", status=existing.status)
@@ -860,7 +877,11 @@ def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Tas
             )
             if data.id:
                 task.id = data.id
-            task.save(force_insert=True)
+            try:
+                with transaction.atomic():
+                    task.save(force_insert=True)
+            except IntegrityError:  # the same new id, reported at the same moment by someone else
+                raise NotFound(f"Task {data.id} not found") from None
             _append_activity(task, ActivityKind.MESSAGE, _user_message(task, text, []))
             _append_events(task, [("task_created", _snapshot(task))])
         if data.tokens:

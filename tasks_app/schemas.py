@@ -125,7 +125,14 @@ class TokensIn(Lenient):
 class TaskReportIn(Lenient):
     """POST /agent-execution/{agent_id}/report_task: a task that ran outside the server."""
 
-    id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Finish this pending task of yours, or create the task under this new id (not in the "
+        "server's lower-case UUID form, which only names existing tasks); omit it for a server id",
+    )
     input: str | None = None
     llm_response: Any = None
     tokens: TokensIn | None = None
