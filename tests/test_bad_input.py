@@ -194,3 +194,9 @@ def test_it_refuses_nul_in_the_url(alice, path):
 def test_a_percent_sign_in_a_filter_is_just_text(alice):
     r = alice.get("/api/agent-execution/executions/history/user/u?internal_status=%2500")
     assert r.status_code == 200 and r.json() == []
+
+
+@pytest.mark.parametrize("value", [2.0, "5", True])
+def test_an_agents_tool_call_limit_is_not_coerced(alice, value):
+    r = alice.post("/api/v1/agents", {"name": "Strict", "framework": "external", "tool_call_limit": value})
+    assert r.status_code == 422 and r.json()["field"] == "tool_call_limit"
