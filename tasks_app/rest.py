@@ -130,7 +130,10 @@ def _task_response(task: Task) -> JsonResponse:
     openapi_extra=doc.body(TaskCreateIn, multipart=True),
 )
 def create_task(request: HttpRequest, id: str) -> HttpResponse:
-    """JSON (the SDK's body), or multipart with that body in a `body` field and the files to upload."""
+    """JSON (the SDK's body), or multipart with that body in a `body` field and the files to upload.
+
+    A malformed multipart body is refused by the ASGI server (daphne) itself: a 400 with no body.
+    """
     if request.content_type == "multipart/form-data":
         raw = jsonbody.loads(request.POST.get("body") or "{}", what="JSON in the 'body' field")
         data = parse(TaskCreateIn, raw)
