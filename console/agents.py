@@ -11,7 +11,7 @@ import secrets
 from typing import Any, Literal
 
 from django.db import IntegrityError, transaction
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from console import crypto
 from console.models import Agent, GraphItem, Role
@@ -85,7 +85,7 @@ class AgentIn(BaseModel):
     model_base_url: str | None = Field(default=None, max_length=500)
     model_api_key: str | None = Field(default=None, max_length=8192)
     output_format: Literal["text", "markdown", "json", "voice"] | None = None
-    tool_call_limit: int | None = Field(default=None, ge=0, le=10_000)
+    tool_call_limit: StrictInt | None = Field(default=None, ge=0, le=10_000)
     graph: list[GraphItemIn] = Field(default_factory=list, max_length=200)
 
     @field_validator("unique_name")

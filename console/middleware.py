@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 API_ROOTS = frozenset(
     {
@@ -49,6 +49,12 @@ def normalise(request: HttpRequest) -> None:
     request.path_info = path
 
 
+def _has_nul(request: HttpRequest) -> bool:
+    if "\x00" in request.path_info:
+        return True
+    return any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists())
+
+
 class ApiPathMiddleware:
     sync_capable = True
     async_capable = True
@@ -61,9 +67,18 @@ class ApiPathMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         normalise(request)
+        if request.path_info.startswith("/api/") and _has_nul(request):
+            # No text column (PostgreSQL's least of all) can hold NUL: refuse it before any lookup.
+            response = JsonResponse(
+                {"detail": "Bad request: NUL (%00) is not allowed in the URL"}, status=400
+            )
+            return self._later(response) if self.is_async else response
         if self.is_async:
             return self.__acall__(request)
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         return await self.get_response(request)
+
+    async def _later(self, response: HttpResponse) -> HttpResponse:
+        return response

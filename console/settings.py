@@ -247,6 +247,10 @@ LOGIN_URL = "/admin/login/"
 TASK_PROMPT_MAX_CHARS = _env_int("TASK_PROMPT_MAX_CHARS", 200_000)
 TASK_MAX_FILES = _env_int("TASK_MAX_FILES", 50)
 TASK_UPLOAD_MAX_BYTES = _env_int("TASK_UPLOAD_MAX_BYTES", 25 * 1024 * 1024)
+API_JSON_MAX_DEPTH = _env_int("API_JSON_MAX_DEPTH", 64)  # nesting levels of a request body
+ACTIVITY_PAGE_MAX = _env_int("ACTIVITY_PAGE_MAX", 1000)  # largest ?limit= of the activity log route
+METRICS_REPORTS_PER_TASK = _env_int("METRICS_REPORTS_PER_TASK", 50)  # older reports are dropped
+METRICS_REPORT_MAX_BYTES = _env_int("METRICS_REPORT_MAX_BYTES", 64 * 1024)  # one report, as JSON
 TASK_EXECUTION = os.environ.get("TASK_EXECUTION", "inprocess")  # inprocess | none (a separate runworker)
 if TASK_EXECUTION not in {"inprocess", "none"}:
     raise ValueError(f"TASK_EXECUTION must be inprocess or none, got {TASK_EXECUTION!r}")

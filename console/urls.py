@@ -1,15 +1,15 @@
 """URL configuration: the REST API under /api, SSE beside it, uploaded files' links, the admin."""
 
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path, re_path
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
-from ninja import NinjaAPI
 
 from console import rest_agents
-from tasks_app import rest, rest_backend, sse, uploads
+from tasks_app import openapi, rest, rest_backend, sse, uploads
 
-api = NinjaAPI(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
+api = openapi.Api(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
 rest.install_error_handlers(api)
 api.add_router("/v1/agents", rest_agents.router)
 api.add_router("", rest.router)
@@ -20,6 +20,15 @@ api.add_router("", rest_backend.router)
 def api_not_found(request: HttpRequest, rest_of_path: str = "") -> JsonResponse:
     return JsonResponse({"detail": f"No API route {request.method} {request.path}"}, status=404)
 
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's own 400 (e.g. a bad Host header, refused before any view): JSON under /api too."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": f"Bad request: {str(exception)[:200]}"}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+handler400 = bad_request
 
 urlpatterns = [
     path("api/agent-execution/<str:task_id>/events", sse.task_events, name="task-events"),

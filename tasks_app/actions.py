@@ -14,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -153,6 +155,22 @@ def get_task(actor: Actor, task_id: str) -> Task:
 
 
 LIST_FILTERS = {"user_id", "parent_task_id", "triggering_agent_id", "status", "internal_status"}
+# What a TasksListItem shows (wire.task_list_item_json): a listing never loads prompts, logs or metrics.
+LIST_COLUMNS = (
+    "id",
+    "agent_id",
+    "organization_id",
+    "status",
+    "internal_status",
+    "user_id",
+    "parent_id",
+    "triggering_agent_id",
+    "created_at",
+    "updated_at",
+    "result",
+    "title",
+    "source",
+)
 
 
 def list_tasks(
@@ -176,11 +194,13 @@ def list_tasks(
             qs = qs.filter(parent_id=value)
         elif key in {"user_id", "triggering_agent_id", "internal_status"}:
             qs = qs.filter(**{key: value})
-    return list(qs.order_by("-created_at")[: max(1, min(limit, 1000))])
+    return list(qs.only(*LIST_COLUMNS).order_by("-created_at")[: max(1, min(limit, 1000))])
 
 
-def activity_entries(task: Task) -> list[ActivityEntry]:
-    return list(task.activity.order_by("position"))
+def activity_entries(task: Task, *, after: int = 0, limit: int | None = None) -> list[ActivityEntry]:
+    """The task's activity log in order: all of it, or `limit` entries after position `after`."""
+    entries = task.activity.filter(position__gt=after).order_by("position")  # positions start at 1
+    return list(entries if limit is None else entries[:limit])
 
 
 def events_after(task_id: str, after_seq: int, limit: int = 1000) -> list[TaskEvent]:
@@ -859,6 +879,11 @@ def _activity_from_event(type_: str, data: Any) -> tuple[str, dict[str, Any]] | 
     return None
 
 
+# The form of the ids the server mints (console.models.new_id): a report may not invent one, so
+# an unknown id of this form and another organization's task answer alike (404).
+SERVER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 @_action
 def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Task:
     """A task that ran outside the server lands finished, with its activity and task_finished event."""
@@ -867,12 +892,25 @@ def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Tas
     text = data.input or ""
     if len(text) > settings.TASK_PROMPT_MAX_CHARS:
         raise TooLarge(f"Input is {len(text)} characters; the limit is {settings.TASK_PROMPT_MAX_CHARS}")
+    if data.llm_response is not None:
+        _check_report_size("llm_response", data.llm_response)
     answer = data.result if data.result is not None else _response_text(data.llm_response)
     status = Status.COMPLETED if data.is_success else Status.FAILED
     with transaction.atomic():
-        existing = Task.objects.select_for_update().filter(pk=data.id).first() if data.id else None
+        existing = None
+        if data.id:
+            existing = (
+                Task.objects.select_for_update(of=("self",))
+                .filter(pk=data.id, organization_id=actor.organization_id)
+                .first()
+            )
+            if existing is None and (
+                SERVER_ID.fullmatch(data.id) or Task.objects.filter(pk=data.id).exists()
+            ):
+                # Another organization's task answers as an unknown one: no existence oracle.
+                raise NotFound(f"Task {data.id} not found")
         if existing is not None:
-            if existing.organization_id != actor.organization_id or existing.agent_id != agent.id:
+            if existing.agent_id != agent.id:
                 raise Conflict("This task id cannot be used; omit it or choose another")
             if existing.is_finished:
                 raise Conflict(f"Task {existing.id} is already {existing.status}", status=existing.status)
@@ -890,7 +928,11 @@ def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Tas
             )
             if data.id:
                 task.id = data.id
-            task.save(force_insert=True)
+            try:
+                with transaction.atomic():
+                    task.save(force_insert=True)
+            except IntegrityError:  # the same new id, reported at the same moment by someone else
+                raise NotFound(f"Task {data.id} not found") from None
             _append_activity(task, ActivityKind.MESSAGE, _user_message(task, text, []))
             _append_events(task, [("task_created", _snapshot(task))])
         if data.tokens:
@@ -907,6 +949,15 @@ def report_external_task(actor: Actor, agent_id: str, data: TaskReportIn) -> Tas
             _append_activity(task, ActivityKind.MESSAGE, {"role": "agent", "content": {"text": answer}})
         _finish(task, status, answer, duration=float(data.duration) if data.duration else None)
     return task
+
+
+def _check_report_size(what: str, value: Any) -> None:
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > settings.METRICS_REPORT_MAX_BYTES:
+        raise TooLarge(
+            f"{what} is {size} bytes as JSON; the limit is {settings.METRICS_REPORT_MAX_BYTES}",
+            limit=settings.METRICS_REPORT_MAX_BYTES,
+        )
 
 
 def _response_text(response: Any) -> str | None:
@@ -929,12 +980,16 @@ def _response_text(response: Any) -> str | None:
 def record_metrics(actor: Actor, agent_id: str, data: MetricsReportIn) -> Task:
     """Store an execution metrics report against its task (the SDK's task.report_metrics())."""
     _require_writer(actor)
+    report = data.model_dump(mode="json")
+    _check_report_size("Metrics report", report)
+    keep = max(settings.METRICS_REPORTS_PER_TASK, 1)
     with transaction.atomic():
         task = _locked_task(actor, data.execution_id)
         if task.agent_id != agent_id:
             raise NotFound(f"Task {data.execution_id} not found for agent {agent_id}")
-        reports = list((task.metrics or {}).get("reports", []))[-49:]
-        reports.append(mask(data.model_dump(mode="json"), _task_secrets(task)))
+        # The newest reports are kept: a task's row must not grow without end.
+        reports = list((task.metrics or {}).get("reports", []))[-(keep - 1) :] if keep > 1 else []
+        reports.append(mask(report, _task_secrets(task)))
         task.metrics = {**(task.metrics or {}), "reports": reports}
         _save(task, "metrics")
     return task

@@ -8,7 +8,6 @@ write rows themselves. Bodies are parsed here rather than by ninja so that malfo
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any, TypeVar
 
@@ -20,23 +19,35 @@ from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import APIKeyHeader
 from pydantic import BaseModel, ValidationError
 
 from console.access import actor_for_request
-from tasks_app import actions, bus, uploads, wire
+from tasks_app import actions, bus, jsonbody, uploads, wire
+from tasks_app import openapi as doc
 from tasks_app.actions import Actor
-from tasks_app.errors import BadRequest, Invalid, TaskApiError
+from tasks_app.errors import Invalid, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 from tasks_app.schemas import EventIn, TaskCreateIn, TaskUpdateIn
+
+LIST_QUERY = doc.query(
+    ("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "How many, newest first"),
+    ("status", {"type": "string"}, "Comma-separated statuses (pending, executing, ...)"),
+    ("parent_task_id", {"type": "string"}, "Sub-tasks of this task"),
+    ("triggering_agent_id", {"type": "string"}, "Tasks this agent started"),
+    ("internal_status", {"type": "string"}, "Exact internal status"),
+)
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
-class ApiKeyAuth:
-    """Ninja auth callable: x-api-key only, as the SDK sends it; the result is an Actor."""
+class ApiKeyAuth(APIKeyHeader):
+    """Ninja auth: x-api-key only, as the SDK sends it; the result is an Actor."""
 
-    def __call__(self, request: HttpRequest) -> Actor:
+    param_name = "x-api-key"
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Actor:
         actor = actor_for_request(request)
         request.actor = actor
         return actor
@@ -45,10 +56,7 @@ class ApiKeyAuth:
 def json_body(request: HttpRequest) -> Any:
     if not request.body:
         return {}
-    try:
-        return json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Malformed JSON body: {exc}") from None
+    return jsonbody.loads(request.body)
 
 
 def parse(model: type[M], raw: Any, prefix: str = "") -> M:
@@ -116,15 +124,19 @@ def _task_response(task: Task) -> JsonResponse:
 # ---- tasks ----------------------------------------------------------------------------------
 
 
-@router.post("/agent-execution/{id}")
+@router.post(
+    "/agent-execution/{id}",
+    response=doc.responses(doc.TaskOut, *doc.BODY, 403, 409),
+    openapi_extra=doc.body(TaskCreateIn, multipart=True),
+)
 def create_task(request: HttpRequest, id: str) -> HttpResponse:
-    """JSON (the SDK's body), or multipart with that body in a `body` field and the files to upload."""
+    """JSON (the SDK's body), or multipart with that body in a `body` field and the files to upload.
+
+    A malformed multipart body is refused by the ASGI server (daphne) itself: a 400 with no body.
+    """
     if request.content_type == "multipart/form-data":
         uploads.check_before_body(request, request.auth, id)  # role, agent and size before the body
-        try:
-            raw = json.loads(request.POST.get("body") or "{}")
-        except ValueError as exc:
-            raise BadRequest(f"Malformed JSON in the 'body' field: {exc}") from None
+        raw = jsonbody.loads(request.POST.get("body") or "{}", what="JSON in the 'body' field")
         data = parse(TaskCreateIn, raw)
         saved = uploads.save_uploads(request, request.auth, request.FILES.getlist("files"))
         try:
@@ -138,7 +150,11 @@ def create_task(request: HttpRequest, id: str) -> HttpResponse:
     return _task_response(task)
 
 
-@router.get("/agent-execution/executions/history/user/{user_id}")
+@router.get(
+    "/agent-execution/executions/history/user/{user_id}",
+    response=doc.responses(list[doc.TaskListItemOut]),
+    openapi_extra=LIST_QUERY,
+)
 def list_user_tasks(request: HttpRequest, user_id: str) -> HttpResponse:
     filters = {k: v for k, v in request.GET.items() if k in actions.LIST_FILTERS}
     filters["user_id"] = user_id
@@ -146,7 +162,11 @@ def list_user_tasks(request: HttpRequest, user_id: str) -> HttpResponse:
     return JsonResponse([wire.task_list_item_json(t) for t in tasks], safe=False)
 
 
-@router.get("/agent-execution/executions/history/{agent_id}")
+@router.get(
+    "/agent-execution/executions/history/{agent_id}",
+    response=doc.responses(list[doc.TaskListItemOut]),
+    openapi_extra=doc.merge(LIST_QUERY, doc.query(("user_id", {"type": "string"}, "Tasks of this end user"))),
+)
 def list_agent_tasks(request: HttpRequest, agent_id: str) -> HttpResponse:
     filters = {k: v for k, v in request.GET.items() if k in actions.LIST_FILTERS}
     tasks = actions.list_tasks(request.auth, agent_id=agent_id, filters=filters, limit=_limit(request))
@@ -154,17 +174,10 @@ def list_agent_tasks(request: HttpRequest, agent_id: str) -> HttpResponse:
 
 
 def _limit(request: HttpRequest) -> int:
-    raw = request.GET.get("limit") or "100"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Invalid("limit", "must be an integer") from None
-    if not 1 <= value <= 1000:
-        raise Invalid("limit", "must be between 1 and 1000")
-    return value
+    return _int_param(request, "limit", 100, 1, 1000)
 
 
-@router.get("/agent-execution/{id}/status")
+@router.get("/agent-execution/{id}/status", response=doc.responses(doc.TaskOut))
 def get_task(request: HttpRequest, id: str) -> HttpResponse:
     return _task_response(actions.get_task(request.auth, id))
 
@@ -173,7 +186,11 @@ UPDATE_SPARSE_KEYS = {"status", "result", "source", "last_executed_node_id", "in
 FULL_DUMP_MARKERS = {"id", "agent_id", "organization_id", "created_at", "input"}
 
 
-@router.patch("/agent-execution/{id}/update")
+@router.patch(
+    "/agent-execution/{id}/update",
+    response=doc.responses(doc.TaskOut, *doc.BODY, 403, 409),
+    openapi_extra=doc.body(TaskUpdateIn),
+)
 def update_task(request: HttpRequest, id: str) -> HttpResponse:
     raw = json_body(request)
     data = parse(TaskUpdateIn, raw)
@@ -183,7 +200,7 @@ def update_task(request: HttpRequest, id: str) -> HttpResponse:
     return _task_response(task)
 
 
-@router.delete("/agent-execution/{id}")
+@router.delete("/agent-execution/{id}", response=doc.responses(doc.TaskOut, 403, 409))
 async def stop_task(request: HttpRequest, id: str) -> HttpResponse:
     task = await actions.astop_task(request.auth, id)
     if not task.is_finished:
@@ -218,15 +235,50 @@ async def _wait_for_stop(actor: Actor, task: Task) -> Task:
     return await sync_to_async(actions.get_task)(actor, task.id)
 
 
-@router.get("/activity/{agent_id}/{task_id}")
+@router.get(
+    "/activity/{agent_id}/{task_id}",
+    response=doc.responses(doc.ActivityThreadOut),
+    openapi_extra=doc.query(
+        (
+            "limit",
+            {"type": "integer", "minimum": 1},
+            "Page size (at most ACTIVITY_PAGE_MAX); without it, the whole log",
+        ),
+        ("after", {"type": "integer", "minimum": 0}, "Entries after this position: a page's `next_after`"),
+    ),
+)
 def activity_log(request: HttpRequest, agent_id: str, task_id: str) -> HttpResponse:
+    """The whole thread, as the SDK asks for it; with ?limit (and ?after) one page of it."""
     task = actions.get_task(request.auth, task_id)
     if task.agent_id != agent_id:
         raise actions.NotFound(f"Task {task_id} not found for agent {agent_id}")
-    return JsonResponse(wire.activity_thread_json(task, actions.activity_entries(task)))
+    if "limit" not in request.GET and "after" not in request.GET:
+        return JsonResponse(wire.activity_thread_json(task, actions.activity_entries(task)))
+    limit = _int_param(request, "limit", settings.ACTIVITY_PAGE_MAX, 1, settings.ACTIVITY_PAGE_MAX)
+    after = _int_param(request, "after", 0, 0, 2**31 - 1)
+    entries = actions.activity_entries(task, after=after, limit=limit + 1)
+    page = entries[:limit]
+    out = wire.activity_thread_json(task, page)
+    out["next_after"] = page[-1].position if len(entries) > limit else None
+    return JsonResponse(out)
 
 
-@router.post("/agent-execution/{id}/events/push")
+def _int_param(request: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+    raw = request.GET.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise Invalid(name, f"must be between {low} and {high}")
+    return value
+
+
+@router.post(
+    "/agent-execution/{id}/events/push",
+    response=doc.responses(doc.PushOut, *doc.BODY, 403, 409),
+    openapi_extra=doc.body({"oneOf": [doc.ref(EventIn), {"type": "array", "items": doc.ref(EventIn)}]}),
+)
 def push_events(request: HttpRequest, id: str) -> HttpResponse:
     raw = json_body(request)
     items = raw if isinstance(raw, list) else [raw]
@@ -243,11 +295,15 @@ def push_events(request: HttpRequest, id: str) -> HttpResponse:
 # ---- agents as the SDK reads them -------------------------------------------------------------
 
 
-@router.get("/agents/list")
+@router.get("/agents/list", response=doc.responses(list[doc.AgentSummaryOut]))
 def list_agents(request: HttpRequest) -> HttpResponse:
     from console.models import Agent
 
-    agents = Agent.objects.filter(organization_id=request.auth.organization_id).order_by("name")
+    agents = (
+        Agent.objects.filter(organization_id=request.auth.organization_id)
+        .only("id", "name", "instructions", "organization_id", "created_at", "description")
+        .order_by("name")
+    )
     return JsonResponse(
         [
             {
@@ -267,12 +323,12 @@ def list_agents(request: HttpRequest) -> HttpResponse:
     )
 
 
-@router.get("/agents/{agent_id}")
+@router.get("/agents/{agent_id}", response=doc.responses(doc.AgentOut))
 def get_agent(request: HttpRequest, agent_id: str) -> HttpResponse:
     agent = actions.get_agent(request.auth, agent_id)
     return JsonResponse(wire.agent_json(agent))
 
 
-@router.get("/metadata/default_llm_extra_headers")
+@router.get("/metadata/default_llm_extra_headers", response=doc.responses(dict[str, str]))
 def default_llm_extra_headers(request: HttpRequest) -> HttpResponse:
     return JsonResponse({})

@@ -11,32 +11,54 @@ from ninja import Router
 
 from console import vault
 from tasks_app import actions, wire
+from tasks_app import openapi as doc
 from tasks_app.rest import json_body, parse
-from tasks_app.schemas import MetricsReportIn, TaskReportIn
+from tasks_app.schemas import McpServerDetailsIn, MetricsReportIn, TaskReportIn
 
 router = Router()
 
 
-@router.post("/agent-execution/{agent_id}/report_task")
+@router.post(
+    "/agent-execution/{agent_id}/report_task",
+    response=doc.responses(doc.TaskOut, *doc.BODY, 403, 409),
+    openapi_extra=doc.body(TaskReportIn),
+)
 def report_task(request: HttpRequest, agent_id: str) -> HttpResponse:
     data = parse(TaskReportIn, json_body(request))
     return JsonResponse(wire.task_json(actions.report_external_task(request.auth, agent_id, data)))
 
 
-@router.post("/agents-metrics/{agent_id}/execution")
+@router.post(
+    "/agents-metrics/{agent_id}/execution",
+    response=doc.responses(doc.MetricsOut, *doc.BODY, 403),
+    openapi_extra=doc.body(MetricsReportIn),
+)
 def report_metrics(request: HttpRequest, agent_id: str) -> HttpResponse:
     data = parse(MetricsReportIn, json_body(request))
     task = actions.record_metrics(request.auth, agent_id, data)
     return JsonResponse({"task_id": task.id, "stored": True})
 
 
-@router.post("/mcp_auth/{agent_id}/{user_id}/get_token")
+@router.post(
+    "/mcp_auth/{agent_id}/{user_id}/get_token",
+    response=doc.responses(doc.TokenResponseOut, *doc.BODY, 403),
+    openapi_extra=doc.merge(
+        doc.body(McpServerDetailsIn),
+        doc.query(
+            ("generate_login_url", {"type": "string"}, "Sent by the SDK; ignored"),
+            ("is_app", {"type": "string"}, "Sent by the SDK; ignored"),
+            ("force_refresh", {"type": "string"}, "Sent by the SDK; ignored"),
+            ("execution_id", {"type": "string"}, "Sent by the SDK; ignored"),
+        ),
+    ),
+)
 def get_token(request: HttpRequest, agent_id: str, user_id: str) -> HttpResponse:
     actor = request.auth
     agent = actions.get_agent(actor, agent_id)
     raw = json_body(request)
     if not isinstance(raw, dict):
         raise actions.Invalid("body", "must be the MCP server details object")
+    parse(McpServerDetailsIn, raw)  # the fields the vault reads must have their wire types
     user_id = user_id.removeprefix(f"{agent.id}_")  # share_user_token_across_other_agents=false form
     owner = vault.resolve(actor.organization_id, user_id)
     response = vault.get_token_response(

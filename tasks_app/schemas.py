@@ -6,9 +6,13 @@ so a wrong type is a 422 that names the field.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+# Numbers as the wire sends them: an int is fine where a float is expected, a bool or a string is not.
+Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=10**9)]
+Count = Annotated[StrictInt, Field(ge=0, le=10**12)]
 
 StatusName = Literal["pending", "executing", "paused", "error", "failed", "completed", "stopped"]
 
@@ -30,7 +34,7 @@ class AttachmentIn(Lenient):
     url: str = Field(max_length=2048, pattern=r"^https?://")
     name: str | None = None
     mime: str | None = None
-    size: int | None = None
+    size: StrictInt | None = Field(default=None, ge=0)
     kind: str | None = None
 
 
@@ -63,17 +67,17 @@ class TaskCreateIn(Lenient):
     source: str | None = Field(default=None, max_length=200)
     output_format: Literal["text", "markdown", "json", "voice"] | None = None
     output_schema: dict[str, Any] | None = None
-    events_streaming: bool = False
+    events_streaming: StrictBool = False
     additional_context: str | None = None
     instructions_override: str | None = None
     expected_output: str | None = None
     triggering_agent_id: str | None = Field(default=None, max_length=64)
     title: str | None = Field(default=None, max_length=500)
     think_mode: Literal["default", "harder"] | None = "default"
-    disable_attachment_injection: bool = False
-    tool_call_limit: int | None = Field(default=None, ge=0, le=10_000)
+    disable_attachment_injection: StrictBool = False
+    tool_call_limit: StrictInt | None = Field(default=None, ge=0, le=10_000)
     user_tokens: dict[str, TokenValue | dict[str, str]] | None = None
-    return_metrics: bool = False
+    return_metrics: StrictBool = False
     llm_model_provider: str | None = Field(default=None, max_length=64)
     llm_model_name: str | None = Field(default=None, max_length=200)
     llm_reasoning_effort: Literal["low", "medium", "high", "xhigh"] | None = None
@@ -112,22 +116,29 @@ class EventIn(Lenient):
 
 
 class TokensIn(Lenient):
-    completion_tokens: int = Field(default=0, ge=0)
-    prompt_tokens: int = Field(default=0, ge=0)
-    cache_read_tokens: int = Field(default=0, ge=0)
-    cache_write_tokens: int = Field(default=0, ge=0)
+    completion_tokens: Count = 0
+    prompt_tokens: Count = 0
+    cache_read_tokens: Count = 0
+    cache_write_tokens: Count = 0
 
 
 class TaskReportIn(Lenient):
     """POST /agent-execution/{agent_id}/report_task: a task that ran outside the server."""
 
-    id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Finish this pending task of yours, or create the task under this new id (not in the "
+        "server's lower-case UUID form, which only names existing tasks); omit it for a server id",
+    )
     input: str | None = None
     llm_response: Any = None
     tokens: TokensIn | None = None
-    is_success: bool = True
+    is_success: StrictBool = True
     result: str | None = None
-    duration: float | None = Field(default=0, ge=0)
+    duration: Seconds | None = 0
     used_tools: list[str] | None = None
 
 
@@ -138,5 +149,16 @@ class MetricsReportIn(BaseModel):
 
     execution_id: str = Field(min_length=1, max_length=64)
     status: str | None = None
-    duration: float | None = None
+    duration: Seconds | None = None
     ai_model: str | None = None
+
+
+class McpServerDetailsIn(Lenient):
+    """POST /mcp_auth/{agent_id}/{user_id}/get_token: the SDK's MCPServerDetails dump (xpander-wire.md 6).
+
+    Only the fields that pick the graph item are read; the rest of the dump is ignored.
+    """
+
+    id: str | None = Field(default=None, max_length=200)
+    url: str | None = Field(default=None, max_length=2048)
+    name: str | None = Field(default=None, max_length=200)

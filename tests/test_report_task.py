@@ -90,3 +90,41 @@ def test_metrics_are_stored_against_the_task(alice, charlie, external_agent, tas
 def test_report_ids_are_plain_tokens(alice, external_agent):
     r = alice.post(f"/api/agent-execution/{external_agent.id}/report_task", {**REPORT, "id": "a/b"})
     assert r.status_code == 422 and r.json()["field"] == "id"
+
+
+def charlies_agent(charlie) -> str:
+    r = charlie.post("/api/v1/agents", {"name": "Charlie's worker", "framework": "external"})
+    assert r.status_code == 201, r.content
+    return r.json()["id"]
+
+
+def test_another_organizations_task_id_answers_as_an_unknown_id(alice, charlie, task_of):
+    """No existence oracle: charlie cannot tell alice's task ids from ids that name nothing."""
+    theirs = task_of("alice's secret task")["id"]
+    unknown = "0b5cd5a6-8c3f-4a4e-9a0e-2a3b4c5d6e7f"
+    url = f"/api/agent-execution/{charlies_agent(charlie)}/report_task"
+    probe = charlie.post(url, {**REPORT, "id": theirs})
+    control = charlie.post(url, {**REPORT, "id": unknown})
+    assert (probe.status_code, control.status_code) == (404, 404)
+    assert probe.content == control.content.replace(unknown.encode(), theirs.encode())
+    assert probe.json() == {"detail": f"Task {theirs} not found"}
+    task = Task.objects.get(pk=theirs)
+    assert (task.status, task.result, task.organization_id) == ("pending", None, alice.org.id)
+    assert not Task.objects.filter(organization_id=charlie.org.id).exists()
+
+
+def test_another_organizations_reported_id_answers_as_not_found(alice, charlie, external_agent):
+    mine = alice.post(f"/api/agent-execution/{external_agent.id}/report_task", {**REPORT, "id": "ext-run-9"})
+    assert mine.status_code == 200
+    r = charlie.post(
+        f"/api/agent-execution/{charlies_agent(charlie)}/report_task", {**REPORT, "id": "ext-run-9"}
+    )
+    assert r.status_code == 404 and r.json() == {"detail": "Task ext-run-9 not found"}
+    assert Task.objects.get(pk="ext-run-9").organization_id == alice.org.id
+
+
+def test_a_new_id_in_the_servers_form_is_refused(alice, external_agent):
+    unknown = "0b5cd5a6-8c3f-4a4e-9a0e-2a3b4c5d6e7f"
+    r = alice.post(f"/api/agent-execution/{external_agent.id}/report_task", {**REPORT, "id": unknown})
+    assert r.status_code == 404 and r.json() == {"detail": f"Task {unknown} not found"}
+    assert not Task.objects.exists()
