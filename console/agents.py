@@ -11,7 +11,7 @@ import secrets
 from typing import Any, Literal
 
 from django.db import IntegrityError, transaction
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from console import crypto
 from console.models import Agent, GraphItem, Role
@@ -40,7 +40,7 @@ class McpSettingsIn(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     allowed_tools: list[str] = Field(default_factory=list)
     additional_scopes: list[str] = Field(default_factory=list)
-    share_user_token_across_other_agents: bool = True
+    share_user_token_across_other_agents: StrictBool = True
 
     @field_validator("url")
     @classmethod

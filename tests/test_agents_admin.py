@@ -223,6 +223,24 @@ def test_it_names_a_field_of_the_wrong_type(alice):
         ({"name": "x", "framework": "langchain"}, "framework"),
         ({"name": "x", "model_base_url": "not a url"}, "model_base_url"),
         ({"name": "x", "unique_name": "has spaces"}, "unique_name"),
+        (
+            {
+                "name": "x",
+                "graph": [
+                    {
+                        "id": "gi",
+                        "type": "mcp",
+                        "settings": {
+                            "mcp_settings": {
+                                "url": "http://127.0.0.1:9/mcp",
+                                "share_user_token_across_other_agents": "true",
+                            }
+                        },
+                    }
+                ],
+            },
+            "graph[0].settings.mcp_settings.share_user_token_across_other_agents",
+        ),
     ]:
         r = create(alice, body)
         assert r.status_code == 422, body
