@@ -80,8 +80,19 @@ class LiveServer:
         """An organization member with a fresh API key (created once per server)."""
         key = f"{org}/{email}"
         if key not in self.accounts:
-            raw = self.manage("bootstrap", "--org", org, "--email", email, "--password", "pw-" + email,
-                              "--role", role, "--new-key", "--json")
+            raw = self.manage(
+                "bootstrap",
+                "--org",
+                org,
+                "--email",
+                email,
+                "--password",
+                "pw-" + email,
+                "--role",
+                role,
+                "--new-key",
+                "--json",
+            )
             data = json.loads(raw.strip().splitlines()[-1])
             self.accounts[key] = Account(data["organization_id"], data["user_id"], data["api_key"])
         return self.accounts[key]
@@ -94,7 +105,16 @@ class LiveServer:
         self.port = free_port()
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - kept open for the server's life
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "console.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "console.asgi:application",
+            ],
             env=self.env,
             cwd=ROOT,
             stdout=log,

@@ -30,25 +30,38 @@ def setup(daphne_server):
     alice = daphne_server.account("SSE Org", "alice@sse.test")
     charlie = daphne_server.account("Other SSE Org", "charlie@sse.test")
     api = daphne_server.client(alice)
-    agent = api.post("/v1/agents", json={"name": f"Ext {uuid.uuid4().hex[:8]}", "framework": "external"}).json()
+    agent = api.post(
+        "/v1/agents", json={"name": f"Ext {uuid.uuid4().hex[:8]}", "framework": "external"}
+    ).json()
     return daphne_server, alice, charlie, api, agent
 
 
 def test_it_streams_live_and_closes_after_task_finished(setup):
     server, alice, _, api, agent = setup
-    task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": "hi"}, "events_streaming": True}).json()
+    task = api.post(
+        f"/agent-execution/{agent['id']}", json={"input": {"text": "hi"}, "events_streaming": True}
+    ).json()
     got: list[dict] = []
 
     def consume() -> None:
-        with httpx.stream("GET", f"{server.api}/{alice.organization_id}/agent-execution/{task['id']}/events",
-                          headers={"x-api-key": alice.api_key}, timeout=30) as r:
+        with httpx.stream(
+            "GET",
+            f"{server.api}/{alice.organization_id}/agent-execution/{task['id']}/events",
+            headers={"x-api-key": alice.api_key},
+            timeout=30,
+        ) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             got.extend(read_events(r))
 
     reader = threading.Thread(target=consume)
     reader.start()
-    assert api.post(f"/agent-execution/{task['id']}/events/push",
-                    json=[{"type": "chunk", "data": "Hel"}, {"type": "chunk", "data": "lo"}]).status_code == 200
+    assert (
+        api.post(
+            f"/agent-execution/{task['id']}/events/push",
+            json=[{"type": "chunk", "data": "Hel"}, {"type": "chunk", "data": "lo"}],
+        ).status_code
+        == 200
+    )
     r = api.patch(f"/agent-execution/{task['id']}/update", json={"status": "completed", "result": "Hello"})
     assert r.status_code == 200
     reader.join(timeout=20)
@@ -65,8 +78,13 @@ def test_it_streams_live_and_closes_after_task_finished(setup):
 
 def test_it_resumes_after_last_event_id(setup):
     server, alice, _, api, agent = setup
-    task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": "hi"}, "events_streaming": True}).json()
-    api.post(f"/agent-execution/{task['id']}/events/push", json=[{"type": "chunk", "data": str(i)} for i in range(5)])
+    task = api.post(
+        f"/agent-execution/{agent['id']}", json={"input": {"text": "hi"}, "events_streaming": True}
+    ).json()
+    api.post(
+        f"/agent-execution/{task['id']}/events/push",
+        json=[{"type": "chunk", "data": str(i)} for i in range(5)],
+    )
     api.patch(f"/agent-execution/{task['id']}/update", json={"status": "completed", "result": "ok"})
     url = f"{server.api}/agent-execution/{task['id']}/events"
     with httpx.stream("GET", url, headers={"x-api-key": alice.api_key}) as r:
@@ -81,8 +99,12 @@ def test_a_finished_task_sends_task_finished_at_once(setup):
     server, alice, _, api, agent = setup
     task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": "hi"}}).json()
     api.delete(f"/agent-execution/{task['id']}")
-    with httpx.stream("GET", f"{server.api}/agent-execution/{task['id']}/events",
-                      headers={"x-api-key": alice.api_key}, timeout=5) as r:
+    with httpx.stream(
+        "GET",
+        f"{server.api}/agent-execution/{task['id']}/events",
+        headers={"x-api-key": alice.api_key},
+        timeout=5,
+    ) as r:
         events = read_events(r)
     assert events[-1]["data"]["type"] == "task_finished"
     assert events[-1]["data"]["data"]["status"] == "stopped"
@@ -100,6 +122,8 @@ def test_another_organization_cannot_stream(setup):
 def test_it_rejects_a_bad_last_event_id(setup):
     server, alice, _, api, agent = setup
     task = api.post(f"/agent-execution/{agent['id']}", json={"input": {"text": "x"}}).json()
-    r = httpx.get(f"{server.api}/agent-execution/{task['id']}/events",
-                  headers={"x-api-key": alice.api_key, "Last-Event-ID": "abc"})
+    r = httpx.get(
+        f"{server.api}/agent-execution/{task['id']}/events",
+        headers={"x-api-key": alice.api_key, "Last-Event-ID": "abc"},
+    )
     assert r.status_code == 400
