@@ -21,7 +21,7 @@ from tasks_app import bus  # noqa: E402 - needs Django set up
 from tasks_app.runtime.worker import start_embedded, stop_embedded  # noqa: E402
 
 
-async def application(scope, receive, send) -> None:
+async def http_application(scope, receive, send) -> None:
     """Django, plus starting the embedded worker on lifespan startup or the first connection."""
     bus.bind_loop(asyncio.get_running_loop())
     if scope["type"] == "lifespan":
@@ -36,6 +36,22 @@ async def application(scope, receive, send) -> None:
                 return
     await start_embedded()
     await django_app(scope, receive, send)
+
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402 - needs Django set up
+
+from console.web.routing import websocket_application  # noqa: E402 - needs Django set up
+
+
+async def _websocket(scope, receive, send) -> None:
+    bus.bind_loop(asyncio.get_running_loop())
+    await start_embedded()
+    await websocket_application(scope, receive, send)
+
+
+application = ProtocolTypeRouter(
+    {"http": http_application, "lifespan": http_application, "websocket": _websocket}
+)
 
 
 def _start_with_daphne() -> None:

@@ -1,9 +1,9 @@
-"""URL configuration: the REST API under /api, SSE beside it, the admin."""
+"""URL configuration: the REST API under /api, SSE beside it, the admin, the web console at /."""
 
 from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
 from ninja import NinjaAPI
@@ -28,5 +28,7 @@ urlpatterns = [
     path("api/", api.urls),
     re_path(r"^api/(?P<rest_of_path>.*)$", api_not_found),
     re_path(r"^media/(?P<path>tasks/.+)$", serve, {"document_root": settings.MEDIA_ROOT}),
+    re_path(r"^static/(?P<path>.+)$", serve, {"document_root": settings.BASE_DIR / "static"}),
     path("admin/", admin.site.urls),
+    path("", include("console.web.urls")),
 ]
