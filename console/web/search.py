@@ -9,15 +9,12 @@ a registered function on SQLite), and the word goes through Django's LIKE escapi
 
 from __future__ import annotations
 
-import weakref
-
 from django.db.models import Q, TextField
 from django.db.models.expressions import Func
 from django.db.models.lookups import Contains
 
 SEARCHED_FIELDS = ("input_text", "title", "result")
 MAX_WORDS = 10
-_registered: weakref.WeakSet = weakref.WeakSet()
 
 
 def _lower(value: str | None) -> str | None:
@@ -33,9 +30,9 @@ class Folded(Func):
     def as_sqlite(self, compiler, connection, **extra):
         connection.ensure_connection()
         raw = connection.connection
-        if raw not in _registered:  # per connection, whichever thread opened it
+        if getattr(connection, "_atc_lower_on", None) is not raw:  # once per (re)opened connection
             raw.create_function("ATC_LOWER", 1, _lower, deterministic=True)
-            _registered.add(raw)
+            connection._atc_lower_on = raw
         return super().as_sql(compiler, connection, function="ATC_LOWER", **extra)
 
 
