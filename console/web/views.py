@@ -236,14 +236,14 @@ def follow_up(request: HttpRequest, task_id: str) -> HttpResponse:
         }
         try:
             actions.create_task(request.actor, task.agent_id, TaskCreateIn.model_validate(body))
-        except Conflict as exc:
-            form.add_error("prompt", exc.message)
+        except Conflict as exc:  # the task runs again (someone was faster): say so on the page
+            messages.error(request, exc.message)
+            return render(request, "tasks/detail.html", _task_context(request, task), status=409)
         except (Invalid, TooLarge) as exc:
             form.add_error("prompt", exc.message)
         else:
             return redirect(f"/tasks/{task.id}/")
-    status = 409 if any("finished task" in e for e in form.errors.get("prompt", [])) else 422
-    return render(request, "tasks/detail.html", _task_context(request, task, follow_form=form), status=status)
+    return render(request, "tasks/detail.html", _task_context(request, task, follow_form=form), status=422)
 
 
 # ---- activity review --------------------------------------------------------------------------
