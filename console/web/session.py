@@ -53,6 +53,8 @@ def signed_in(request_or_scope: HttpRequest | dict[str, Any]) -> Signed:
             raise Unauthorized("This account is not a member of any organization")
         if session is not None:
             session[SESSION_ORG] = member.organization_id
+    if not member.user.is_active:  # read fresh: a socket's scope keeps the user it connected with
+        raise Unauthorized("This account is deactivated")
     return Signed(member, actor_for_membership(member))
 
 
