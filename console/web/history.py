@@ -72,6 +72,9 @@ class HistoryFilterForm(forms.Form):
         self.fields["q"].widget = forms.TextInput(
             {"type": "search", "placeholder": "words in prompt, title or result"}
         )
+        self.order_fields(
+            ["q", "agent", "status", "internal_status", "user", "created_by", "from", "to", "sort"]
+        )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

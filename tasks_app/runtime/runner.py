@@ -244,7 +244,7 @@ async def _enter_toolsets(state: RunState, sink, stack: contextlib.AsyncExitStac
             continue
         mcp = item.mcp_settings
         url, server_name = mcp.get("url", ""), mcp.get("name") or item.name or item.key
-        token, headers = token_for(state, item)
+        token, headers = await sync_to_async(token_for)(state, item)  # a vault lookup reads the database
         state.secrets.extend(t for t in [token, *headers.values()] if t)  # vault tokens are masked too
         toolset = MCPToolset(
             url,
