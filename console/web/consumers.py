@@ -41,20 +41,19 @@ class _Guarded(AsyncWebsocketConsumer):
     """Authorise before accepting, pump frames from one coroutine, re-check the member on a timer."""
 
     actor: Actor | None = None
-    _tasks: list[asyncio.Task]
+    _tasks: tuple[asyncio.Task, ...] = ()  # none until accepted
 
     def authorise(self) -> Actor:  # runs in a thread: it reads the database
         return actor_for_session(self.scope)
 
     async def connect(self) -> None:
-        self._tasks = []
         try:
             self.actor = await database_sync_to_async(self.authorise)()
         except TaskApiError:
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
         await self.accept()
-        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._watch())]
+        self._tasks = (asyncio.create_task(self._run()), asyncio.create_task(self._watch()))
 
     async def disconnect(self, code: int) -> None:
         for task in self._tasks:

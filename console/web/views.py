@@ -65,6 +65,7 @@ def history(request: HttpRequest) -> HttpResponse:
         total=sum(counts.values()),
         first_page=first_page,
         filters_qs=query.query_string(),
+        here=f"/tasks/?{query.query_string()}",
         status_links=[(s, n, query.query_string(status=[s])) for s, n in counts.items()],
         all_statuses_qs=query.query_string(status=[]),
         live=first_page and query.sort in {"newest", "updated"},
