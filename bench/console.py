@@ -64,6 +64,8 @@ async def ws_frames(port: int, path: str, cookie: str, out: list[float], done: a
         payload = await reader.readexactly(size)
         if b0 & 0x0F == 8:  # close
             break
+        if b0 & 0x0F != 1:  # pings and pongs: not events
+            continue
         now = time.time()
         event = json.loads(payload)
         if event["type"] == "chunk":

@@ -98,6 +98,11 @@ class Task(models.Model):
             models.Index(fields=["organization", "agent", "-created_at"], name="task_org_agent_created"),
             models.Index(fields=["organization", "user_id", "-created_at"], name="task_org_user_created"),
             models.Index(fields=["status", "lease_expires_at"], name="task_status_lease"),
+            # The console's history: keyset pages in (created_at, id) order, and counts per status.
+            models.Index(fields=["organization", "-created_at", "-id"], name="task_org_created_id"),
+            models.Index(
+                fields=["organization", "status", "-created_at", "-id"], name="task_org_status_created"
+            ),
         ]
 
     def __str__(self) -> str:
