@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-sdk lint bench bench-quick clean
+.PHONY: install run browser test test-sdk lint bench bench-quick clean
 
 $(STAMP): pyproject.toml .python-version
 	@command -v pyenv >/dev/null 2>&1 && PYBIN=$$(pyenv root)/versions/$$(pyenv latest -k $(PYTHON_VERSION) 2>/dev/null || echo $(PYTHON_VERSION))/bin/python; \
@@ -21,10 +21,15 @@ install: $(STAMP)
 
 run: install
 	$(PY) manage.py migrate --noinput -v 0
-	$(PY) manage.py bootstrap --if-empty
+	$(PY) manage.py bootstrap --if-empty --url http://$(HOST):$(PORT)/
+	@echo "Console: http://$(HOST):$(PORT)/"
 	$(PY) -m daphne -b $(HOST) -p $(PORT) console.asgi:application
 
-test: install
+# The browser tests drive Debian's chromium (no browser download): install it when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+test: install browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q

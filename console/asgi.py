@@ -23,7 +23,7 @@ except crypto.KeysDoNotMatchData as exc:  # refuse to serve rather than strand t
 django_app = StreamingASGIHandler()
 
 
-async def application(scope, receive, send) -> None:
+async def http_application(scope, receive, send) -> None:
     """Django, plus starting the embedded worker on lifespan startup or the first connection."""
     bus.bind_loop(asyncio.get_running_loop())
     if scope["type"] == "lifespan":
@@ -38,6 +38,22 @@ async def application(scope, receive, send) -> None:
                 return
     await start_embedded()
     await django_app(scope, receive, send)
+
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402 - needs Django set up
+
+from console.web.routing import websocket_application  # noqa: E402 - needs Django set up
+
+
+async def _websocket(scope, receive, send) -> None:
+    bus.bind_loop(asyncio.get_running_loop())
+    await start_embedded()
+    await websocket_application(scope, receive, send)
+
+
+application = ProtocolTypeRouter(
+    {"http": http_application, "lifespan": http_application, "websocket": _websocket}
+)
 
 
 def _start_with_daphne() -> None:

@@ -12,6 +12,8 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from django.utils.csp import CSP
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 
@@ -180,6 +182,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "console.middleware.ApiPathMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -201,6 +204,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
+                "console.web.context.console",
             ],
         },
     },
@@ -241,7 +246,27 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
-LOGIN_URL = "/admin/login/"
+# The web console (console/web): sign-in at /, sessions, Content-Security-Policy.
+LOGIN_URL = "/"
+SESSION_COOKIE_AGE = _env_int("SESSION_COOKIE_AGE", 7 * 24 * 3600)
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True  # forms carry the token; no script needs to read the cookie
+CONSOLE_SIGNIN_ATTEMPTS = _env_int(
+    "CONSOLE_SIGNIN_ATTEMPTS", 10
+)  # failed sign-ins per email and address per 15 min
+CONSOLE_PAGE_SIZE = _env_int("CONSOLE_PAGE_SIZE", 50)
+CONSOLE_WS_RECHECK_SECONDS = _env_float("CONSOLE_WS_RECHECK_SECONDS", 30.0)  # re-check a socket's member
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 # Task engine limits and behaviour.
 TASK_PROMPT_MAX_CHARS = _env_int("TASK_PROMPT_MAX_CHARS", 200_000)

@@ -1,10 +1,13 @@
-"""URL configuration: the REST API under /api, SSE beside it, uploaded files' links, the admin."""
+"""URL configuration: the REST API under /api, SSE beside it, uploaded files' links, the admin, the web
+console at /."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
+from django.views.static import serve
 
 from console import rest_agents
 from tasks_app import openapi, rest, rest_backend, sse, uploads
@@ -35,5 +38,7 @@ urlpatterns = [
     path("api/", api.urls),
     re_path(r"^api/(?P<rest_of_path>.*)$", api_not_found),
     path("files/<str:token>/<str:name>", uploads.download, name="upload-file"),
+    re_path(r"^static/(?P<path>.+)$", serve, {"document_root": settings.BASE_DIR / "static"}),
     path("admin/", admin.site.urls),
+    path("", include("console.web.urls")),
 ]

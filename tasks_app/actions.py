@@ -36,6 +36,7 @@ from tasks_app.models import (
     TERMINAL_STATUSES,
     ActivityEntry,
     ActivityKind,
+    InternalStatusChange,
     Status,
     Task,
     TaskEvent,
@@ -251,7 +252,12 @@ def _append_events(
             [{"seq": r.seq, "type": r.type, "time": wire.iso(r.time), "data": r.data} for r in rows],
         )
     )
+    if any(r.type in SNAPSHOT_EVENTS for r in rows):  # the live list: only changes of the task itself
+        _queue(bus.make_org_message(task.organization_id, wire.task_change_json(task)))
     return rows
+
+
+SNAPSHOT_EVENTS = frozenset({"task_created", "task_updated", "task_finished"})
 
 
 def _append_activity(
@@ -731,7 +737,7 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
         task = _locked_task(actor, task_id)
         changed: list[str] = []
         if "internal_status" in fields:
-            changed += _set_internal_status(task, data.internal_status)
+            changed += _set_internal_status(task, data.internal_status, actor)
         new_status = data.status if "status" in fields else None
         if new_status and new_status != task.status:
             if task.is_finished:
@@ -793,12 +799,20 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
     return task
 
 
-def _set_internal_status(task: Task, value: str | None) -> list[str]:
+def _set_internal_status(task: Task, value: str | None, actor: Actor) -> list[str]:
     if value is not None and len(value) > INTERNAL_STATUS_MAX:
         raise Invalid("internal_status", f"at most {INTERNAL_STATUS_MAX} characters (got {len(value)})")
     value = value or None
     if value == task.internal_status:
         return []
+    InternalStatusChange.objects.create(
+        task_id=task.id,
+        changed_by_user_id=actor.user_id,
+        changed_by_key_id=actor.api_key_id,
+        changed_by_label=actor.label,
+        from_value=task.internal_status,
+        to_value=value,
+    )
     task.internal_status = value
     return ["internal_status"]
 

@@ -24,12 +24,26 @@ def make_message(task_id: str, status: str, events: list[dict[str, Any]]) -> dic
     return {"type": "task.events", "task_id": task_id, "status": status, "events": events}
 
 
+def org_group_name(organization_id: str) -> str:
+    """The group of an organization's live task list: one message per change of any of its tasks."""
+    return f"org-{organization_id}"
+
+
+def make_org_message(organization_id: str, task: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "task.changed",
+        "group": org_group_name(organization_id),
+        "task_id": task["id"],
+        "task": task,
+    }
+
+
 async def apublish(message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        await layer.group_send(group_name(message["task_id"]), message)
+        await layer.group_send(message.get("group") or group_name(message["task_id"]), message)
     except Exception:  # a broken channel layer must not fail the write that already committed
         log.exception("channel layer publish failed for task %s", message["task_id"])
 

@@ -101,6 +101,11 @@ class Task(models.Model):
             models.Index(fields=["organization", "agent", "-created_at"], name="task_org_agent_created"),
             models.Index(fields=["organization", "user_id", "-created_at"], name="task_org_user_created"),
             models.Index(fields=["status", "lease_expires_at"], name="task_status_lease"),
+            # The console's history: keyset pages in (created_at, id) order, and counts per status.
+            models.Index(fields=["organization", "-created_at", "-id"], name="task_org_created_id"),
+            models.Index(
+                fields=["organization", "status", "-created_at", "-id"], name="task_org_status_created"
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -159,3 +164,23 @@ class ActivityEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} {self.kind} #{self.position}"
+
+
+class InternalStatusChange(models.Model):
+    """Who changed a task's internal status, when, and from what to what (written by the task API)."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="internal_status_changes")
+    changed_at = models.DateTimeField(default=timezone.now)
+    changed_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    changed_by_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL)
+    changed_by_label = models.CharField(max_length=320, blank=True, default="")
+    from_value = models.CharField(max_length=INTERNAL_STATUS_MAX, null=True, blank=True)
+    to_value = models.CharField(max_length=INTERNAL_STATUS_MAX, null=True, blank=True)
+
+    class Meta:
+        ordering = ["task", "-changed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.from_value!r} -> {self.to_value!r}"

@@ -122,6 +122,18 @@ def task_list_item_json(task: Task) -> dict[str, Any]:
     }
 
 
+def task_change_json(task: Task) -> dict[str, Any]:
+    """One frame of the console's live task list (/ws/tasks/)."""
+    return {
+        "id": task.id,
+        "status": task.status,
+        "internal_status": task.internal_status,
+        "agent_id": task.agent_id,
+        "title": task.title or None,
+        "updated_at": iso(task.updated_at),
+    }
+
+
 def event_json(task_id: str, organization_id: str, event: TaskEvent | dict) -> dict[str, Any]:
     """A TaskUpdateEvent envelope; `data` is always present (null allowed)."""
     if isinstance(event, TaskEvent):

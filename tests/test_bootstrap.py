@@ -140,11 +140,17 @@ def test_without_json_it_prints_the_key_once():
     call_command("bootstrap", "--org", "Acme", "--email", "ops@acme.test", stdout=out)
     text = out.getvalue()
     assert "API key (shown once, keep it): atc_" in text
-    assert "with password" in text
+    assert "Sign in at / with email ops@acme.test and password " in text
     out = io.StringIO()
     call_command("bootstrap", "--org", "Acme", "--email", "ops@acme.test", stdout=out)
     assert "API key: unchanged" in out.getvalue()
     assert "atc_" not in out.getvalue()
+
+
+def test_it_prints_the_console_address_to_sign_in_at():
+    out = io.StringIO()
+    call_command("bootstrap", "--email", "ops@acme.test", "--url", "http://127.0.0.1:8000/", stdout=out)
+    assert "Sign in at http://127.0.0.1:8000/ with email ops@acme.test and password " in out.getvalue()
 
 
 def test_manage_py_prints_only_json(tmp_path):

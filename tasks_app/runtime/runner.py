@@ -246,7 +246,7 @@ async def _enter_toolsets(state: RunState, sink, stack: contextlib.AsyncExitStac
             continue
         mcp = item.mcp_settings
         url, server_name = mcp.get("url", ""), mcp.get("name") or item.name or item.key
-        token, headers = token_for(state, item)
+        token, headers = token_for(state, item)  # the vault was read in the load step
         state.secrets.extend(t for t in [token, *headers.values()] if t)  # vault tokens are masked too
         try:
             await outbound.check_url(url)

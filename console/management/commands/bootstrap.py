@@ -30,6 +30,7 @@ class Command(BaseCommand):
         parser.add_argument("--new-key", action="store_true", help="issue another API key")
         parser.add_argument("--json", action="store_true", help="print JSON only")
         parser.add_argument("--if-empty", action="store_true", help="do nothing if an organization exists")
+        parser.add_argument("--url", default="/", help="the console's address, printed with the sign-in")
 
     def handle(self, *args, **opts) -> None:
         if opts["if_empty"] and Organization.objects.exists():
@@ -77,7 +78,8 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"Organization: {org.name} ({org.id})")
         self.stdout.write(
-            f"Sign in at /admin/ as {user.username}" + (f" with password {password}" if password else "")
+            f"Sign in at {opts['url']} with email {user.email}"
+            + (f" and password {password}" if password else " (password unchanged)")
         )
         if raw_key:
             self.stdout.write(f"API key (shown once, keep it): {raw_key}")

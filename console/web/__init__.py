@@ -1,0 +1,1 @@
+"""The web console: pages, forms and websocket consumers (the top layer; nothing imports it)."""
