@@ -229,13 +229,16 @@ def _task_for_update(task_id: str) -> Task:
 
 
 def _append_events(
-    task: Task, events: Iterable[tuple[str, Any]], secrets: Iterable[str] = ()
+    task: Task, events: Iterable[tuple[str, Any]], secrets: Iterable[str] | None = None
 ) -> list[TaskEvent]:
-    """Append events with the next gap-free seqs; the caller holds the task row lock."""
+    """Append events with the next gap-free seqs; the caller holds the task row lock.
+
+    `secrets`: every string to mask, the task's user tokens included; None reads them from the task.
+    """
     events = list(events)
     if not events:
         return []
-    secrets = list(secrets) + _task_secrets(task)
+    secrets = _task_secrets(task) if secrets is None else list(secrets)
     now = timezone.now()
     start = task.last_seq
     rows = [
@@ -245,13 +248,7 @@ def _append_events(
     TaskEvent.objects.bulk_create(rows)
     task.last_seq = start + len(rows)
     Task.objects.filter(pk=task.id).update(last_seq=task.last_seq)
-    _queue(
-        bus.make_message(
-            task.id,
-            task.status,
-            [{"seq": r.seq, "type": r.type, "time": wire.iso(r.time), "data": r.data} for r in rows],
-        )
-    )
+    _queue(bus.make_message(task.id, task.status, [wire.envelope(r) for r in rows]))
     if any(r.type in SNAPSHOT_EVENTS for r in rows):  # the live list: only changes of the task itself
         _queue(bus.make_org_message(task.organization_id, wire.task_change_json(task)))
     return rows
@@ -261,9 +258,9 @@ SNAPSHOT_EVENTS = frozenset({"task_created", "task_updated", "task_finished"})
 
 
 def _append_activity(
-    task: Task, kind: str, data: dict[str, Any], secrets: Iterable[str] = ()
+    task: Task, kind: str, data: dict[str, Any], secrets: Iterable[str] | None = None
 ) -> ActivityEntry:
-    secrets = list(secrets) + _task_secrets(task)
+    secrets = _task_secrets(task) if secrets is None else secrets  # as _append_events
     task.last_activity += 1
     Task.objects.filter(pk=task.id).update(last_activity=task.last_activity)
     return ActivityEntry.objects.create(
@@ -579,18 +576,21 @@ def record_progress(
     *,
     events: Iterable[tuple[str, Any]] = (),
     activity: Iterable[tuple[str, dict[str, Any]]] = (),
-    secrets: Iterable[str] = (),
+    secrets: Iterable[str] | None = None,
     worker_id: str | None = None,
 ) -> list[TaskEvent]:
     """Append a batch of events and activity entries in one transaction (the runtime's hot path).
 
     With `worker_id`, the batch is dropped unless that worker still holds the running task: a run
     that lost its task (stopped, finished or reaped elsewhere) must not write after the fact.
+    `secrets` are all the strings to mask, the task's user tokens included (a run resolves them
+    once); without them the task's are read for the batch.
     """
     with transaction.atomic():
         task = _task_for_update(task_id)
         if worker_id is not None and (task.status != Status.EXECUTING or task.lease_owner != worker_id):
             return []
+        secrets = _task_secrets(task) if secrets is None else list(secrets)
         for kind, data in activity:
             _append_activity(task, kind, data, secrets)
         return _append_events(task, events, secrets)

@@ -55,7 +55,7 @@ def _fetch(task_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
     # Status first: a final status commits with its events, so reading the log after it sees them all.
     status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first() or "failed"
     rows = actions.events_after(task_id, after, limit=PAGE)
-    return [{"seq": r.seq, "type": r.type, "time": wire.iso(r.time), "data": r.data} for r in rows], status
+    return [wire.envelope(r) for r in rows], status
 
 
 # Every open stream reads through these few threads, so streams add no thread or DB connection each.

@@ -134,6 +134,11 @@ def task_change_json(task: Task) -> dict[str, Any]:
     }
 
 
+def envelope(event: TaskEvent) -> dict[str, Any]:
+    """A stored event as the bus and the replay carry it; the API adds the task's ids (event_json)."""
+    return {"seq": event.seq, "type": event.type, "time": iso(event.time), "data": event.data}
+
+
 def event_json(task_id: str, organization_id: str, event: TaskEvent | dict) -> dict[str, Any]:
     """A TaskUpdateEvent envelope; `data` is always present (null allowed)."""
     if isinstance(event, TaskEvent):

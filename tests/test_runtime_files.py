@@ -138,8 +138,8 @@ async def test_fetch_pins_and_rechecks_every_redirect(file_server, settings):
     file_server.add("/hop", b"", status=302, headers={"Location": "http://127.0.0.2:9/secret"})
     with pytest.raises(files.FetchRefused, match=r"destination not allowed: 127\.0\.0\.2"):
         await files.fetch(file_server.url("/hop"))
-    data, _ = await files.fetch(file_server.url("/data.csv"))
-    assert data.startswith(b"name,qty")
+    fetched = await files.fetch(file_server.url("/data.csv"))
+    assert fetched.content.startswith(b"name,qty")
     settings.OUTBOUND_ALLOWLIST = []
     with pytest.raises(files.FetchRefused, match="loopback address; add it to OUTBOUND_ALLOWLIST"):
         await files.fetch(file_server.url("/data.csv"))

@@ -17,39 +17,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tasks_app.client import documents
+from tasks_app.client.categories import categorize, extension, sniff_image
 from tasks_app.client.models.media import make_file, make_image
 from tasks_app.client.models.task import AgentExecutionInput, AttachmentRef
 from tasks_app.client.safe_fetch import Fetched, FetchError, asafe_fetch, safe_fetch
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".webp"}
-PDF_EXTS = {".pdf"}
-DOCUMENT_EXTS = {
-    ".docx", ".doc", ".docm", ".xlsx", ".xls", ".xlsm", ".xlsb", ".pptx", ".ppt", ".pptm", ".pot",
-    ".pps", ".ppsx", ".odt", ".ods", ".odp", ".rtf", ".epub", ".pages", ".key", ".numbers",
-}  # fmt: skip
-READABLE_EXTS = {
-    ".svg", ".txt", ".csv", ".json", ".xml", ".html", ".htm", ".md", ".rst", ".yaml", ".yml", ".py",
-    ".js", ".ts", ".java", ".c", ".cpp", ".h", ".cs", ".go", ".rb", ".php", ".sh", ".tsv", ".log",
-    ".ini", ".toml", ".tex", ".ipynb", ".eml",
-}  # fmt: skip
-AUDIO_EXTS = {".mp3", ".wav", ".m4a", ".ogg", ".flac", ".aac", ".opus"}
-VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpeg", ".mpg", ".flv", ".wmv", ".3gp"}
-DOCUMENT_MIMES = {
-    "application/msword",
-    "application/vnd.ms-excel",
-    "application/vnd.ms-powerpoint",
-    "application/rtf",
-    "application/epub+zip",
-}
-KIND_TO_CATEGORY = {
-    "image": "image",
-    "pdf": "pdf",
-    "document": "document",
-    "text": "readable",
-    "audio": "audio",
-    "video": "video",
-    "archive": "other",
-}
 
 READABLE_MAX_BYTES = 15 * 1024 * 1024
 IMAGE_MAX_BYTES = 5 * 1024 * 1024
@@ -65,16 +36,6 @@ DOC_UNREADABLE_NOTE = (
     "No text could be extracted from this attachment, so its contents are NOT included here; "
     "fetch it via your tools/workspace if you need them"
 )
-IMAGE_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
-    (b"\xff\xd8\xff", "jpeg", "image/jpeg"),
-    (b"GIF87a", "gif", "image/gif"),
-    (b"GIF89a", "gif", "image/gif"),
-)
-
-
-def extension(url: str) -> str:
-    return posixpath.splitext(urlsplit(url).path)[1].lower()
 
 
 def filename(url: str) -> str | None:
@@ -83,40 +44,9 @@ def filename(url: str) -> str | None:
 
 def category_of(url: str, ref: AttachmentRef | None = None) -> str:
     """image | pdf | document | readable | audio | video | other: the ref's kind, then its mime, then the extension."""
-    if ref is not None:
-        if ref.kind in KIND_TO_CATEGORY:
-            return KIND_TO_CATEGORY[ref.kind]
-        mime = (ref.mime or "").split(";", 1)[0].strip().lower()
-        if mime:
-            if (
-                mime == "image/svg+xml"
-                or mime.startswith("text/")
-                or mime in {"application/json", "application/xml"}
-            ):
-                return "readable"
-            if mime.startswith("image/"):
-                return "image"
-            for prefix in ("audio", "video"):
-                if mime.startswith(prefix + "/"):
-                    return prefix
-            if mime == "application/pdf":
-                return "pdf"
-            if mime in DOCUMENT_MIMES or mime.startswith("application/vnd.openxmlformats-officedocument."):
-                return "document"
-            if mime.startswith("application/vnd.oasis.opendocument."):
-                return "document"
-    ext = extension(url)
-    for exts, name in (
-        (IMAGE_EXTS, "image"),
-        (PDF_EXTS, "pdf"),
-        (DOCUMENT_EXTS, "document"),
-        (READABLE_EXTS, "readable"),
-        (AUDIO_EXTS, "audio"),
-        (VIDEO_EXTS, "video"),
-    ):
-        if ext in exts:
-            return name
-    return "other"
+    if ref is None:
+        return categorize(url)
+    return categorize(url, ref.kind, ref.mime)
 
 
 @dataclass
@@ -225,15 +155,6 @@ def readable_files(plan: Plan, results: list[FetchResult]) -> list[dict[str, str
             for u, r in zip(urls, results, strict=True)
         ]
     )
-
-
-def sniff_image(content: bytes) -> tuple[str, str] | None:
-    for signature, fmt, mime in IMAGE_SIGNATURES:
-        if content.startswith(signature):
-            return fmt, mime
-    if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
-        return "webp", "image/webp"
-    return None
 
 
 def image_urls(plan: Plan) -> tuple[list[str], list[str]]:

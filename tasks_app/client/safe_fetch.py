@@ -1,8 +1,11 @@
-"""Fetching user-supplied file URLs without becoming an SSRF hole.
+"""Fetching user-supplied file URLs without becoming an SSRF hole: the one fetcher of the client
+and of the server's runtime.
 
-A URL is fetched only if its host resolves to public addresses, and the connection goes to the
-address that was checked (so a second DNS answer cannot swap in an internal one). Redirects are
-followed by hand, each hop checked again; bodies are capped while they stream.
+A URL is fetched only if its host resolves to addresses the guard allows, and the connection goes
+to the address that was checked (so a second DNS answer cannot swap in an internal one). Redirects
+are followed by hand, each hop checked again; bodies are capped in size and time while they
+stream. The guard is the client's Policy (the SDK's environment variables below) or, in the
+server, AllowlistGuard (tasks_app.egress with OUTBOUND_ALLOWLIST). No Django here.
 
 Environment, as the official SDK reads it:
 - XPANDER_INTERNAL_FETCH_ALLOWLIST: hosts, domains or CIDRs that may resolve to private or
@@ -22,16 +25,18 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from tasks_app.client.transport import ssl_context
-from tasks_app.egress import embedded_ipv4
+from tasks_app.egress import Allowlist, embedded_ipv4, refusal
 
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
+MB = 1024 * 1024
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -46,6 +51,37 @@ class Fetched:
     content: bytes
     content_type: str  # lower-cased, without parameters
     charset: str
+
+
+class Guard(Protocol):
+    """Which destinations a fetch may connect to."""
+
+    @property
+    def pins(self) -> bool:
+        """False: connect to the host as named, without resolving and checking it."""
+        ...
+
+    def host_refusal(self, host: str) -> str | None:
+        """Why `host` may not be fetched whatever it resolves to, or None."""
+        ...
+
+    def vet(self, url: str, host: str, addresses: list[IPAddress]) -> str | None:
+        """Why `host` at `addresses` may not be fetched, or None when it may."""
+        ...
+
+
+@dataclass(frozen=True)
+class AllowlistGuard:
+    """The server's guard: internal addresses only when OUTBOUND_ALLOWLIST lists them."""
+
+    allowlist: Allowlist
+    pins: bool = True
+
+    def host_refusal(self, host: str) -> str | None:
+        return None
+
+    def vet(self, url: str, host: str, addresses: list[IPAddress]) -> str | None:
+        return next(filter(None, (refusal(host, a, self.allowlist) for a in addresses)), None)
 
 
 @dataclass(frozen=True)
@@ -68,9 +104,23 @@ class Policy:
         mode = os.environ.get("XPANDER_SAFE_FETCH", "").strip().lower()
         return cls(mode if not egress else "enforce", egress, tuple(names), tuple(nets))
 
-    def check_host(self, host: str) -> None:
+    @property
+    def pins(self) -> bool:
+        return self.mode != "legacy"
+
+    def host_refusal(self, host: str) -> str | None:
         if self.egress is not None and not _matches(host, self.egress):
-            raise FetchError(f"{host!r} is not on the egress allowlist (XPANDER_EGRESS_ALLOWLIST)")
+            return f"{host!r} is not on the egress allowlist (XPANDER_EGRESS_ALLOWLIST)"
+        return None
+
+    def vet(self, url: str, host: str, addresses: list[IPAddress]) -> str | None:
+        refusals = [r for r in (self.refusal(host, a) for a in addresses) if r]
+        if host.lower().rstrip(".") == "localhost" and not _matches(host, self.internal_names):
+            refusals.append("'localhost' is refused; list it in XPANDER_INTERNAL_FETCH_ALLOWLIST to allow it")
+        if refusals and self.mode == "warn":
+            log.warning("fetching %s despite the SSRF guard (XPANDER_SAFE_FETCH=warn): %s", url, refusals[0])
+            return None
+        return refusals[0] if refusals else None
 
     def refusal(self, host: str, address: IPAddress) -> str | None:
         """Why `host` at `address` may not be fetched, or None when it may."""
@@ -114,27 +164,23 @@ class Target:
 def _split(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise FetchError(f"only http(s) URLs can be fetched, not {url[:200]!r}")
+        raise FetchError(f"{url[:200]}: only http(s) URLs can be fetched")
     if parts.username or parts.password:
-        raise FetchError("URLs with credentials are not fetched")
+        raise FetchError(f"{parts.hostname}: URLs with credentials are not fetched")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise FetchError(f"bad port in {url[:200]!r}") from None
+        raise FetchError(f"{url[:200]}: bad port") from None
     return parts.hostname, port
 
 
-def _target(url: str, host: str, infos: list[tuple], policy: Policy) -> Target:
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+def _target(url: str, host: str, infos: list[tuple], guard: Guard) -> Target:
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
     if not addresses:
-        raise FetchError(f"{host!r} does not resolve")
-    refusals = [r for r in (policy.refusal(host, a) for a in addresses) if r]
-    if host.lower().rstrip(".") == "localhost" and not _matches(host, policy.internal_names):
-        refusals.append("'localhost' is refused; list it in XPANDER_INTERNAL_FETCH_ALLOWLIST to allow it")
-    if refusals:
-        if policy.mode != "warn":
-            raise FetchError(refusals[0])
-        log.warning("fetching %s despite the SSRF guard (XPANDER_SAFE_FETCH=warn): %s", url, refusals[0])
+        raise FetchError(f"{url}: {host!r} does not resolve")
+    reason = guard.vet(url, host, addresses)
+    if reason:
+        raise FetchError(f"{url}: {reason}")
     original = httpx.URL(url)
     return Target(
         url=url,
@@ -148,30 +194,34 @@ def _plain_target(url: str) -> Target:
     return Target(url=url, request_url=httpx.URL(url), headers={}, extensions={})
 
 
-def _resolve(url: str) -> Target:
+def _checked_host(url: str, guard: Guard) -> tuple[str, int]:
     host, port = _split(url)
-    policy = Policy.from_env()
-    policy.check_host(host)
-    if policy.mode == "legacy":
+    reason = guard.host_refusal(host)
+    if reason:
+        raise FetchError(f"{url}: {reason}")
+    return host, port
+
+
+def _resolve(url: str, guard: Guard) -> Target:
+    host, port = _checked_host(url, guard)
+    if not guard.pins:
         return _plain_target(url)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise FetchError(f"{host!r} does not resolve ({exc})") from None
-    return _target(url, host, infos, policy)
+        raise FetchError(f"{url}: {host!r} does not resolve ({exc})") from None
+    return _target(url, host, infos, guard)
 
 
-async def _aresolve(url: str) -> Target:
-    host, port = _split(url)
-    policy = Policy.from_env()
-    policy.check_host(host)
-    if policy.mode == "legacy":
+async def _aresolve(url: str, guard: Guard) -> Target:
+    host, port = _checked_host(url, guard)
+    if not guard.pins:
         return _plain_target(url)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise FetchError(f"{host!r} does not resolve ({exc})") from None
-    return _target(url, host, infos, policy)
+        raise FetchError(f"{url}: {host!r} does not resolve ({exc})") from None
+    return _target(url, host, infos, guard)
 
 
 def _content_type(response: httpx.Response) -> tuple[str, str]:
@@ -185,14 +235,19 @@ def _next_hop(target: Target, response: httpx.Response) -> str | None:
     if response.status_code in {301, 302, 303, 307, 308} and response.headers.get("location"):
         return urljoin(target.url, response.headers["location"])
     if not response.is_success:
-        raise FetchError(f"{target.url} answered HTTP {response.status_code}")
+        raise FetchError(f"{target.url}: the server answered {response.status_code}")
     return None
+
+
+def _too_large(url: str, max_bytes: int) -> FetchError:
+    size = f"{max_bytes // MB} MB" if max_bytes >= MB and max_bytes % MB == 0 else f"{max_bytes} bytes"
+    return FetchError(f"{url}: larger than {size}")
 
 
 def _check_size(response: httpx.Response, url: str, max_bytes: int) -> None:
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
-        raise FetchError(f"{url} is larger than {max_bytes} bytes")
+        raise _too_large(url, max_bytes)
 
 
 def _client_kwargs(timeout: float) -> dict:
@@ -204,18 +259,20 @@ def _take(body: bytearray, chunk: bytes, url: str, max_bytes: int, deadline: flo
     """Add a chunk of a download, enforcing its size and time budget."""
     body += chunk
     if len(body) > max_bytes:
-        raise FetchError(f"{url} is larger than {max_bytes} bytes")
+        raise _too_large(url, max_bytes)
     if time.monotonic() > deadline:
-        raise FetchError(f"{url} took longer than {timeout}s")
+        raise FetchError(f"{url}: took longer than {timeout}s")
 
 
-def safe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0) -> Fetched:
-    """GET `url` under the SSRF guard; at most `max_bytes` of body within `timeout` seconds."""
+def safe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0, guard: Guard | None = None) -> Fetched:
+    """GET `url` under the SSRF guard (the environment's Policy unless `guard` is given); at most
+    `max_bytes` of body within `timeout` seconds."""
+    guard = guard or Policy.from_env()
     deadline = time.monotonic() + timeout
     try:
         with httpx.Client(**_client_kwargs(timeout)) as client:
             for _ in range(MAX_REDIRECTS + 1):
-                target = _resolve(url)
+                target = _resolve(url, guard)
                 with client.stream(
                     "GET", target.request_url, headers=target.headers, extensions=target.extensions
                 ) as response:
@@ -228,17 +285,20 @@ def safe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0) -> Fetched:
                         return Fetched(url, bytes(body), *_content_type(response))
                 url = url_next
     except httpx.HTTPError as exc:
-        raise FetchError(f"could not fetch {url} ({type(exc).__name__})") from None
-    raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+        raise FetchError(f"{url}: {type(exc).__name__}") from None
+    raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects")
 
 
-async def asafe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0) -> Fetched:
+async def asafe_fetch(
+    url: str, *, max_bytes: int, timeout: float = 10.0, guard: Guard | None = None
+) -> Fetched:
     """The async twin of safe_fetch."""
+    guard = guard or Policy.from_env()
     deadline = time.monotonic() + timeout
     try:
         async with httpx.AsyncClient(**_client_kwargs(timeout)) as client:
             for _ in range(MAX_REDIRECTS + 1):
-                target = await _aresolve(url)
+                target = await _aresolve(url, guard)
                 async with client.stream(
                     "GET", target.request_url, headers=target.headers, extensions=target.extensions
                 ) as response:
@@ -251,5 +311,5 @@ async def asafe_fetch(url: str, *, max_bytes: int, timeout: float = 10.0) -> Fet
                         return Fetched(url, bytes(body), *_content_type(response))
                 url = url_next
     except httpx.HTTPError as exc:
-        raise FetchError(f"could not fetch {url} ({type(exc).__name__})") from None
-    raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+        raise FetchError(f"{url}: {type(exc).__name__}") from None
+    raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects")

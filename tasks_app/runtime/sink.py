@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from tasks_app import actions
+from tasks_app.runtime.mapping import CHUNK, Batch, Output
 
 log = logging.getLogger(__name__)
 
@@ -22,49 +23,43 @@ class EventSink:
         self.task_id = task_id
         self.secrets = secrets
         self.worker_id = worker_id
-        self._text: list[str] = []
-        self._events: list[tuple[str, Any]] = []
-        self._activity: list[tuple[str, dict[str, Any]]] = []
+        self._batch = Batch()
         self._wake = asyncio.Event()
         self._closed = False
         self._writer = asyncio.create_task(self._run())
 
+    def write(self, outputs: list[Output]) -> None:
+        """What the mapping made of one library event, in order."""
+        for output in outputs:
+            self._batch.add(output)
+        if outputs:
+            self._wake.set()
+
     def chunk(self, text: str) -> None:
         if text:
-            self._text.append(text)
+            self._batch.add((CHUNK, text, None))
             self._wake.set()
 
     def event(self, type_: str, data: Any, activity: tuple[str, dict[str, Any]] | None = None) -> None:
-        self._take_text()
-        self._events.append((type_, data))
-        if activity:
-            self._activity.append(activity)
+        self._batch.add((type_, data, activity))
         self._wake.set()
 
     def activity(self, kind: str, data: dict[str, Any]) -> None:
-        self._take_text()
-        self._activity.append((kind, data))
+        self._batch.add_entry(kind, data)
         self._wake.set()
-
-    def _take_text(self) -> None:
-        if self._text:
-            self._events.append(("chunk", "".join(self._text)))
-            self._text = []
 
     async def _run(self) -> None:
         while not self._closed:
             await self._wake.wait()
-            if self._text and not self._events and not self._activity:
+            if self._batch.only_text:
                 await asyncio.sleep(settings.CHUNK_COALESCE_SECONDS)
             self._wake.clear()
             await self._write()
 
     async def _write(self) -> None:
-        self._take_text()
-        if not self._events and not self._activity:
+        events, activity = self._batch.take()
+        if not events and not activity:
             return
-        events, activity = self._events, self._activity
-        self._events, self._activity = [], []
         await actions.arecord_progress(
             self.task_id, events=events, activity=activity, secrets=self.secrets, worker_id=self.worker_id
         )
