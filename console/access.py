@@ -1,15 +1,54 @@
-"""Who is calling: API-key authentication for the REST API, and role checks."""
+"""Who is calling: the Actor (organization, role, member, key) made from an API key or from a signed-in
+membership by functions side by side, and the role checks every entry point applies."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.http import HttpRequest
 from django.utils import timezone
 
-from console.models import ApiKey, Membership, hash_api_key
-from tasks_app.actions import Actor
-from tasks_app.errors import NotFound, Unauthorized
+from console import vault
+from console.errors import NotFound, Unauthorized
+from console.models import ROLE_RANK, ApiKey, Membership, Role, hash_api_key
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is calling: an API key or a signed-in member, always inside one organization."""
+
+    organization_id: str
+    role: str
+    user_id: int | None = None
+    api_key_id: int | None = None
+    label: str = ""
+    user_email: str = ""
+    member_id: int | None = None  # the Membership acting (None for the runtime)
+    vault_id: str = ""  # that member's vault identity
+
+    @property
+    def is_service_key(self) -> bool:
+        """An admin's or owner's API key: the only caller that may name end users in input.user."""
+        return self.api_key_id is not None and self.role in (Role.ADMIN, Role.OWNER)
+
+    @property
+    def as_member(self) -> vault.Owner:
+        return vault.Owner(member_id=self.member_id) if self.member_id is not None else vault.NOBODY
+
+    def may_use(self, owner: vault.Owner) -> bool:
+        """Whether this caller may read `owner`'s vault tokens: a service key any, a member only its own."""
+        if self.role == SYSTEM or self.is_service_key:
+            return bool(owner)
+        return owner.is_member and owner.member_id == self.member_id
+
+    def can(self, role: str) -> bool:
+        if self.role == SYSTEM:
+            return True
+        return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
+
+
+SYSTEM = "system"  # the runtime acts on tasks it already holds; it is not an organization member
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # record last use without a write on every request
 

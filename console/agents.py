@@ -10,15 +10,16 @@ import re
 import secrets
 from typing import Any, Literal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from console import crypto
+from console.access import Actor
+from console.errors import Conflict, Forbidden, Invalid, NotFound
+from console.masking import is_secret_key
 from console.models import Agent, GraphItem, Role
-from tasks_app.actions import Actor
-from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound
-from tasks_app.masking import is_secret_key
-from tasks_app.runtime import outbound
+from tasks_app.client import egress
 
 SECRET_MCP_KEYS = ("api_key", "client_secret", "headers")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
@@ -106,8 +107,8 @@ def _outbound_url(value: str) -> str:
     if not _URL.match(value):
         raise ValueError("must be an http(s) URL")
     try:
-        outbound.check_saved(value)
-    except outbound.OutboundRefused as exc:
+        egress.check_saved_url(value, egress.Allowlist.parse(settings.OUTBOUND_ALLOWLIST))
+    except egress.OutboundRefused as exc:
         raise ValueError(str(exc)) from None
     return value
 

@@ -299,7 +299,7 @@ OUTBOUND_ALLOWLIST = [
     if h.strip()
 ]
 # A bad entry stops the start here, not the first task that connects somewhere.
-__import__("tasks_app.egress").egress.Allowlist.parse(OUTBOUND_ALLOWLIST)
+__import__("tasks_app.client.egress").client.egress.Allowlist.parse(OUTBOUND_ALLOWLIST)
 # How long the link to a file uploaded with a task works without the organization's API key.
 TASK_UPLOAD_LINK_MAX_AGE = _env_int("TASK_UPLOAD_LINK_MAX_AGE", 7 * 24 * 3600)
 

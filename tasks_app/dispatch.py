@@ -3,7 +3,7 @@
 The task API calls `dispatch(task_id)` after a built-in task commits and `request_cancel(task_id)`
 after a stop request commits. Both are hints: the database row is the truth, so a task whose hint
 is lost is still found by a worker's poll, and a stop is still seen at the next lease heartbeat.
-Backends: the in-process asyncio pool (embedded default) registers itself when it starts.
+Executors: the in-process asyncio pool (embedded default) registers itself when it starts.
 """
 
 from __future__ import annotations
@@ -14,38 +14,40 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 
-class Backend(Protocol):
+class Executor(Protocol):
+    """Something that runs built-in agents' tasks: told of new work and of stop requests."""
+
     def submit(self, task_id: str) -> None: ...
 
     def cancel(self, task_id: str) -> None: ...
 
 
-_backends: list[Backend] = []
+_executors: list[Executor] = []
 
 
-def register(backend: Backend) -> None:
-    if backend not in _backends:
-        _backends.append(backend)
+def register(executor: Executor) -> None:
+    if executor not in _executors:
+        _executors.append(executor)
 
 
-def unregister(backend: Backend) -> None:
-    if backend in _backends:
-        _backends.remove(backend)
+def unregister(executor: Executor) -> None:
+    if executor in _executors:
+        _executors.remove(executor)
 
 
 def dispatch(task_id: str) -> None:
     """Hand a committed pending task to the executors (a hint; they also poll)."""
-    for backend in list(_backends):
+    for executor in list(_executors):
         try:
-            backend.submit(task_id)
+            executor.submit(task_id)
         except Exception:
             log.exception("dispatch of task %s failed; a worker poll will pick it up", task_id)
 
 
 def request_cancel(task_id: str) -> None:
     """Ask the executor running a task to cancel it now (the lease heartbeat is the fallback)."""
-    for backend in list(_backends):
+    for executor in list(_executors):
         try:
-            backend.cancel(task_id)
+            executor.cancel(task_id)
         except Exception:
             log.exception("cancel hint for task %s failed; the heartbeat will see the stop", task_id)

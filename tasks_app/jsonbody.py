@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from tasks_app.errors import BadRequest, Invalid
+from console.errors import BadRequest, Invalid
 
 
 def _refuse_constant(name: str) -> Any:

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from console.models import Agent, ApiKey, Organization, new_id
+from console.errors import Conflict
+from console.models import Agent, ApiKey, Framework, Organization, new_id
 
 
 class Status(models.TextChoices):
@@ -120,6 +121,30 @@ class Task(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    def status_for_update(self, requested: str | None, *, full_dump: bool) -> str | None:
+        """The status an update asking for `requested` moves this task to (None: it stays), or Conflict.
+
+        The row's rules: a final status is final (a follow-up turn is the one way back); pending is
+        only ever the initial state; the server drives a built-in agent's run, so a caller may only
+        finish or stop it. A full dump is the SDK's save() of a possibly stale copy: where a sparse
+        update is refused, a full dump keeps the status and stores the rest.
+        """
+        if not requested or requested == self.status:
+            return None
+        if self.is_finished:
+            refusal = f"Task {self.id} is already {self.status}; it cannot become {requested}"
+        elif requested == Status.PENDING and full_dump:
+            return None  # a stale copy cannot rewind a run
+        elif self.agent.framework == Framework.BUILTIN and requested not in TERMINAL_STATUSES:
+            refusal = (
+                f"Task {self.id} is run by the server; it can be finished or stopped, not set {requested}"
+            )
+        else:
+            return requested
+        if full_dump:
+            return None
+        raise Conflict(refusal, status=self.status)
 
 
 class TaskEvent(models.Model):

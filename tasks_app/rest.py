@@ -23,10 +23,10 @@ from ninja.security import APIKeyHeader
 from pydantic import BaseModel, ValidationError
 
 from console.access import actor_for_request
+from console.errors import Invalid, NotFound, TaskApiError
 from tasks_app import actions, bus, jsonbody, uploads, wire
 from tasks_app import openapi as doc
 from tasks_app.actions import Actor
-from tasks_app.errors import Invalid, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 from tasks_app.schemas import EventIn, TaskCreateIn, TaskUpdateIn
 
@@ -251,7 +251,7 @@ def activity_log(request: HttpRequest, agent_id: str, task_id: str) -> HttpRespo
     """The whole thread, as the SDK asks for it; with ?limit (and ?after) one page of it."""
     task = actions.get_task(request.auth, task_id)
     if task.agent_id != agent_id:
-        raise actions.NotFound(f"Task {task_id} not found for agent {agent_id}")
+        raise NotFound(f"Task {task_id} not found for agent {agent_id}")
     if "limit" not in request.GET and "after" not in request.GET:
         return JsonResponse(wire.activity_thread_json(task, actions.activity_entries(task)))
     limit = _int_param(request, "limit", settings.ACTIVITY_PAGE_MAX, 1, settings.ACTIVITY_PAGE_MAX)

@@ -22,8 +22,8 @@ from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from console.access import actor_for_request, key_is_valid
+from console.errors import BadRequest, TaskApiError
 from tasks_app import actions, bus, stream_slots, wire
-from tasks_app.errors import BadRequest, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 
 PAGE = 500

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from tasks_app.errors import TooManyRequests
+from console.errors import TooManyRequests
 
 
 class StreamSlots:

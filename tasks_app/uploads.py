@@ -24,8 +24,8 @@ from django.urls import reverse
 from django.utils.text import get_valid_filename
 from django.views.decorators.http import require_safe
 
+from console.errors import Forbidden, Invalid, TaskApiError, TooLarge
 from tasks_app.actions import Actor
-from tasks_app.errors import Forbidden, Invalid, TaskApiError, TooLarge
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers, generously
 SERVED_HEADERS = {

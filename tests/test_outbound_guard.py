@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from tasks_app import egress
+from tasks_app.client import egress
 from tasks_app.runtime import outbound
 from tests.tools.file_server import FileServer
 

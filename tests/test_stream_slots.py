@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks_app.errors import TooManyRequests
+from console.errors import TooManyRequests
 from tasks_app.stream_slots import StreamSlots
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from console.access import actor_for_membership
+from console.errors import Forbidden
 from console.models import Agent, Membership, Role, UserToken
 from tasks_app import actions
-from tasks_app.errors import Forbidden
 from tasks_app.models import Task
 from tasks_app.schemas import TaskCreateIn
 from tests.conftest import create_body, make_persona

@@ -19,11 +19,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from console.errors import TaskApiError
 from console.web.follow import follow_task
 from console.web.session import actor_for_session
 from tasks_app import actions, bus
 from tasks_app.actions import Actor
-from tasks_app.errors import TaskApiError
 
 CLOSE_REFUSED = 4403  # access ended while the socket was open
 

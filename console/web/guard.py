@@ -11,8 +11,8 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from console.errors import Forbidden, NotFound, Unauthorized
 from console.web.session import signed_in
-from tasks_app.errors import Forbidden, NotFound, Unauthorized
 
 
 def forbidden(request: HttpRequest, message: str) -> HttpResponse:

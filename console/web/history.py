@@ -18,10 +18,10 @@ from django.db.models import Count, Q, QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
+from console.errors import BadRequest
 from console.models import Agent, Membership
 from console.web import search
 from tasks_app.actions import Actor
-from tasks_app.errors import BadRequest
 from tasks_app.models import INTERNAL_STATUS_MAX, TERMINAL_STATUSES, Status, Task
 
 # sort name -> (label, field, descending)

@@ -14,9 +14,9 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest
 
 from console.access import actor_for_membership
+from console.errors import Unauthorized
 from console.models import Membership
 from tasks_app.actions import Actor
-from tasks_app.errors import Unauthorized
 
 SESSION_ORG = "console_organization_id"
 

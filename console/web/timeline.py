@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from console.masking import mask
 from console.web import markdown
-from tasks_app.masking import mask
 from tasks_app.models import Task, TaskEvent
 
 

@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from console.errors import BadRequest, Conflict, Invalid, TaskApiError, TooLarge
 from console.models import Role
 from console.web import markdown, timeline
 from console.web.forms import FollowUpForm, InternalStatusForm, NewTaskForm
@@ -20,7 +21,6 @@ from console.web.guard import member_page
 from console.web.history import RUNNING, HistoryFilterForm, HistoryQuery
 from console.web.session import task_user
 from tasks_app import actions, uploads
-from tasks_app.errors import BadRequest, Conflict, Invalid, TaskApiError, TooLarge
 from tasks_app.models import ActivityEntry, ActivityKind, InternalStatusChange, Task, TaskEvent
 from tasks_app.schemas import TaskCreateIn, TaskUpdateIn
 

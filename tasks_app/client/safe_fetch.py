@@ -5,7 +5,7 @@ A URL is fetched only if its host resolves to addresses the guard allows, and th
 to the address that was checked (so a second DNS answer cannot swap in an internal one). Redirects
 are followed by hand, each hop checked again; bodies are capped in size and time while they
 stream. The guard is the client's Policy (the SDK's environment variables below) or, in the
-server, AllowlistGuard (tasks_app.egress with OUTBOUND_ALLOWLIST). No Django here.
+server, AllowlistGuard (tasks_app.client.egress with OUTBOUND_ALLOWLIST). No Django here.
 
 Environment, as the official SDK reads it:
 - XPANDER_INTERNAL_FETCH_ALLOWLIST: hosts, domains or CIDRs that may resolve to private or
@@ -30,8 +30,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from tasks_app.client.egress import Allowlist, embedded_ipv4, refusal
 from tasks_app.client.transport import ssl_context
-from tasks_app.egress import Allowlist, embedded_ipv4, refusal
 
 log = logging.getLogger(__name__)
 

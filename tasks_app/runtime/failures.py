@@ -9,7 +9,7 @@ import logging
 import re
 from typing import Any, TypeVar
 
-from tasks_app.masking import mask
+from console.masking import mask
 from tasks_app.models import Status, Task
 from tasks_app.runtime import llm, outbound
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from console.masking import mask
 from console.models import Agent, GraphItem
 from tasks_app import actions
-from tasks_app.masking import mask
 from tasks_app.models import Status, Task
 from tasks_app.runtime import failures, llm, mapping, mcp, outbound, prompt, subagents
 from tasks_app.runtime.failures import TaskFailure

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router
 
 from console import vault
+from console.errors import Invalid
 from tasks_app import actions, wire
 from tasks_app import openapi as doc
 from tasks_app.rest import json_body, parse
@@ -57,7 +58,7 @@ def get_token(request: HttpRequest, agent_id: str, user_id: str) -> HttpResponse
     agent = actions.get_agent(actor, agent_id)
     raw = json_body(request)
     if not isinstance(raw, dict):
-        raise actions.Invalid("body", "must be the MCP server details object")
+        raise Invalid("body", "must be the MCP server details object")
     parse(McpServerDetailsIn, raw)  # the fields the vault reads must have their wire types
     user_id = user_id.removeprefix(f"{agent.id}_")  # share_user_token_across_other_agents=false form
     owner = vault.resolve(actor.organization_id, user_id)

@@ -1,0 +1,77 @@
+"""Row helpers every write shares: locking a task, saving it, its snapshot, finishing it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from console.access import Actor
+from console.errors import Forbidden, NotFound
+from console.masking import mask
+from console.models import Role
+from tasks_app import wire
+from tasks_app.actions.log import _append_events, _task_secrets
+from tasks_app.models import (
+    Status,
+    Task,
+)
+
+
+def _locked_task(actor: Actor, task_id: str) -> Task:
+    """The caller's organization's task, its row locked for this transaction (one query)."""
+    try:
+        return (
+            Task.objects.select_for_update(of=("self",))
+            .select_related("agent")
+            .get(pk=task_id, organization_id=actor.organization_id)
+        )
+    except (Task.DoesNotExist, ValueError):
+        raise NotFound(f"Task {task_id} not found") from None
+
+
+def _task_for_update(task_id: str) -> Task:
+    return Task.objects.select_for_update(of=("self",)).select_related("agent").get(pk=task_id)
+
+
+def _save(task: Task, *fields: str) -> None:
+    task.updated_at = timezone.now()
+    task.save(update_fields=[*fields, "updated_at"])
+
+
+def _snapshot(task: Task) -> dict[str, Any]:
+    return wire.task_json(task)
+
+
+def _finish(
+    task: Task, status: str, result: str | None, *, manually: bool = False, duration: float | None = None
+) -> None:
+    now = timezone.now()
+    task.status = status
+    if result is not None:
+        task.result = mask(result, _task_secrets(task))  # the result is echoed to every reader
+    task.finished_at = now
+    task.lease_owner = ""
+    task.lease_expires_at = None
+    # Only a stop ends as manually stopped: a run that won the race against a stop is just completed.
+    task.is_manually_stopped = status == Status.STOPPED and (manually or task.stop_requested_at is not None)
+    turn_started = task.started_at or (task.created_at if task.turns == 1 else now)
+    before = float((task.metrics or {}).get("duration_before_turn", 0.0))
+    task.duration = round(before + (now - turn_started).total_seconds(), 3) if duration is None else duration
+    _save(
+        task,
+        "status",
+        "result",
+        "finished_at",
+        "lease_owner",
+        "lease_expires_at",
+        "is_manually_stopped",
+        "duration",
+    )
+    snapshot = _snapshot(task)
+    _append_events(task, [("task_updated", snapshot), ("task_finished", snapshot)])
+
+
+def _require_writer(actor: Actor) -> None:
+    if not actor.can(Role.MEMBER):
+        raise Forbidden("Your role (viewer) may read tasks but not create or change them")

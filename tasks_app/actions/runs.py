@@ -1,0 +1,185 @@
+"""The runtime's side of a task: claim, lease, progress, finish, release and the reaper's requeue."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tasks_app import dispatch
+from tasks_app.actions.log import _action, _append_activity, _append_events, _async_twin, _task_secrets
+from tasks_app.actions.rows import _finish, _save, _snapshot, _task_for_update
+from tasks_app.models import (
+    TERMINAL_STATUSES,
+    ActivityKind,
+    Status,
+    Task,
+    TaskEvent,
+)
+
+
+@_action
+def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | None:
+    """Claim a pending task with a conditional UPDATE; None when someone else got it first."""
+    now = timezone.now()
+    expires = now + timezone.timedelta(seconds=lease_seconds)
+    with transaction.atomic():
+        claimed = Task.objects.filter(
+            pk=task_id, status=Status.PENDING, stop_requested_at__isnull=True
+        ).update(
+            status=Status.EXECUTING,
+            lease_owner=worker_id,
+            lease_expires_at=expires,
+            started_at=now,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+        if not claimed:
+            return None
+        task = _task_for_update(task_id)
+        _append_events(task, [("task_updated", _snapshot(task))])
+    return task
+
+
+aclaim_task = _async_twin(claim_task.__wrapped__)
+
+
+def renew_lease(task_id: str, worker_id: str, lease_seconds: float) -> bool:
+    """Extend the lease; False when the task was stopped, finished or taken over (stop running)."""
+    expires = timezone.now() + timezone.timedelta(seconds=lease_seconds)
+    return bool(
+        Task.objects.filter(
+            pk=task_id, lease_owner=worker_id, status=Status.EXECUTING, stop_requested_at__isnull=True
+        ).update(lease_expires_at=expires)
+    )
+
+
+@_action
+def record_progress(
+    task_id: str,
+    *,
+    events: Iterable[tuple[str, Any]] = (),
+    activity: Iterable[tuple[str, dict[str, Any]]] = (),
+    secrets: Iterable[str] | None = None,
+    worker_id: str | None = None,
+) -> list[TaskEvent]:
+    """Append a batch of events and activity entries in one transaction (the runtime's hot path).
+
+    With `worker_id`, the batch is dropped unless that worker still holds the running task: a run
+    that lost its task (stopped, finished or reaped elsewhere) must not write after the fact.
+    `secrets` are all the strings to mask, the task's user tokens included (a run resolves them
+    once); without them the task's are read for the batch.
+    """
+    with transaction.atomic():
+        task = _task_for_update(task_id)
+        if worker_id is not None and (task.status != Status.EXECUTING or task.lease_owner != worker_id):
+            return []
+        secrets = _task_secrets(task) if secrets is None else list(secrets)
+        for kind, data in activity:
+            _append_activity(task, kind, data, secrets)
+        return _append_events(task, events, secrets)
+
+
+arecord_progress = _async_twin(record_progress.__wrapped__)
+
+
+@_action
+def finish_task(
+    task_id: str,
+    status: str,
+    result: str | None,
+    *,
+    worker_id: str | None = None,
+    tokens: dict[str, int] | None = None,
+    used_tools: list[str] | None = None,
+    final_message: str | None = None,
+) -> Task | None:
+    """Finish a running task unless it already finished (a stop may have won the race)."""
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"{status} is not a final status")
+    with transaction.atomic():
+        task = _task_for_update(task_id)
+        if task.is_finished or (worker_id is not None and task.lease_owner != worker_id):
+            return None
+        if tokens:
+            task.tokens = _add_tokens(task.tokens, tokens)
+            _save(task, "tokens")
+        if used_tools:
+            task.used_tools = [*(task.used_tools or []), *used_tools]
+            _save(task, "used_tools")
+        if final_message is not None:
+            _append_activity(
+                task, ActivityKind.MESSAGE, {"role": "agent", "content": {"text": final_message}}
+            )
+        _finish(task, status, result)
+    return task
+
+
+afinish_task = _async_twin(finish_task.__wrapped__)
+
+
+def _add_tokens(current: dict | None, new: dict[str, int]) -> dict[str, int]:
+    out = dict(current or {})
+    for key, value in new.items():
+        out[key] = int(out.get(key, 0) or 0) + int(value or 0)
+    return out
+
+
+@_action
+def release_task(task_id: str, worker_id: str) -> bool:
+    """A worker shutting down hands its running task back to the queue (or stops it, if asked to)."""
+    with transaction.atomic():
+        task = _task_for_update(task_id)
+        if task.status != Status.EXECUTING or task.lease_owner != worker_id:
+            return False
+        if task.stop_requested_at:
+            _finish(task, Status.STOPPED, task.result or "Stopped by request", manually=True)
+            return True
+        task.status = Status.PENDING
+        task.lease_owner = ""
+        task.lease_expires_at = None
+        _save(task, "status", "lease_owner", "lease_expires_at")
+        _append_events(task, [("task_updated", _snapshot(task))])
+    transaction.on_commit(functools.partial(dispatch.dispatch, task_id))
+    return True
+
+
+arelease_task = _async_twin(release_task.__wrapped__)
+
+
+@_action
+def requeue_expired(max_attempts: int) -> list[str]:
+    """Reaper: give tasks whose lease expired back to the queue, or fail them after max_attempts."""
+    now = timezone.now()
+    requeued: list[str] = []
+    expired = list(
+        Task.objects.filter(status=Status.EXECUTING, lease_expires_at__lt=now).values_list("id", flat=True)
+    )
+    for task_id in expired:
+        with transaction.atomic():
+            task = _task_for_update(task_id)
+            if task.status != Status.EXECUTING or not task.lease_expires_at or task.lease_expires_at >= now:
+                continue
+            if task.stop_requested_at:
+                _finish(task, Status.STOPPED, task.result or "Stopped by request", manually=True)
+            elif task.attempts >= max_attempts:
+                _finish(
+                    task,
+                    Status.FAILED,
+                    f"The worker running this task stopped responding {task.attempts} times; giving up.",
+                )
+            else:
+                task.status = Status.PENDING
+                task.lease_owner = ""
+                task.lease_expires_at = None
+                _save(task, "status", "lease_owner", "lease_expires_at")
+                _append_events(task, [("task_updated", _snapshot(task))])
+                requeued.append(task.id)
+    return requeued
+
+
+arequeue_expired = _async_twin(requeue_expired.__wrapped__)
