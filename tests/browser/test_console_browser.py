@@ -262,3 +262,29 @@ def test_an_outsider_gets_404_and_nothing_on_the_socket(browser, daphne_server, 
     # and the same socket opens for a member of the organization
     assert httpx.get(f"{daphne_server.url}/tasks/{task['id']}/").status_code == 302
     page.context.close()
+
+
+def test_the_history_updates_in_place_without_a_reload(browser, daphne_server, people, model, tools_agent):
+    page = sign_in(browser, daphne_server, "alice@browser.test")
+    page.evaluate("() => { window.loadedOnce = true; }")  # gone if the page reloads
+    marker = f"[listed-{uuid.uuid4().hex[:6]}]"
+    model.set_script([Turn.reply("Working on it", chunks=2, hang=True)], key=marker)
+    api = daphne_server.client(people["bob"])
+    created = api.post(
+        f"/agent-execution/{tools_agent['id']}", json={"input": {"text": f"{marker} a new one"}}
+    )
+    assert created.status_code == 200, created.text
+    task_id = created.json()["id"]
+    row = f'#results tr[data-task="{task_id}"]'
+    page.wait_for_selector(row, timeout=20000)  # a task created elsewhere appears
+    page.wait_for_function(
+        f"() => document.querySelector('{row} [data-field=\"status\"]')?.textContent === 'executing'",
+        timeout=20000,
+    )
+    assert api.delete(f"/agent-execution/{task_id}").status_code == 200
+    page.wait_for_function(
+        f"() => document.querySelector('{row} [data-field=\"status\"]')?.textContent === 'stopped'",
+        timeout=20000,
+    )
+    assert page.evaluate("() => window.loadedOnce === true")
+    page.context.close()
