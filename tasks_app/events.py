@@ -74,12 +74,7 @@ def _read(task_id: str, after: int) -> tuple[list[Envelope], str]:
     return [wire.envelope(r) for r in actions.events_after(task_id, after, limit=PAGE)], status
 
 
-def _last_seq(task_id: str) -> int:
-    return Task.objects.filter(pk=task_id).values_list("last_seq", flat=True).first() or 0
-
-
 aread = on_read_threads(_read)
-alast_seq = on_read_threads(_last_seq)
 
 
 def _ended(until: Until, status: str, last_type: str) -> bool:
@@ -167,15 +162,15 @@ async def follow(
         await layer.group_discard(group, channel)
 
 
-async def wait_until_finished(task_id: str, *, timeout: float | None = None, poll: float) -> bool:
+async def wait_until_finished(task: Task, *, timeout: float | None = None, poll: float) -> bool:
     """Wait for the task's final status: True once it has one, False when `timeout` seconds pass first.
 
-    A follow from the end of the log: channel-layer messages wake it, the log is re-read every `poll`.
+    A follow from the caller's copy of the task (its `last_seq`, so old events are not read again):
+    channel-layer messages wake it, the log is re-read every `poll` seconds.
     """
-    after = await alast_seq(task_id)
     try:
         async with asyncio.timeout(timeout) as deadline:
-            async with aclosing(follow(task_id, after, keepalive=poll)) as items:
+            async with aclosing(follow(task.id, task.last_seq, keepalive=poll)) as items:
                 async for _ in items:
                     pass
     except TimeoutError:

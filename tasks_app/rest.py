@@ -209,7 +209,7 @@ async def stop_task(request: HttpRequest, id: str) -> HttpResponse:
 
 async def _wait_for_stop(actor: Actor, task: Task) -> Task:
     """Give the worker STOP_WAIT_SECONDS to cancel the run, then finish the stop ourselves."""
-    if not await events.wait_until_finished(task.id, timeout=settings.STOP_WAIT_SECONDS, poll=0.5):
+    if not await events.wait_until_finished(task, timeout=settings.STOP_WAIT_SECONDS, poll=0.5):
         await actions.aforce_stop(task.id, "Stopped by request (the worker did not confirm in time)")
     return await sync_to_async(actions.get_task)(actor, task.id)
 

@@ -171,7 +171,7 @@ async def test_it_leaves_the_group_however_it_ends(alice, running):
 
 
 async def test_wait_until_finished_returns_once_the_task_has_a_final_status(alice, running):
-    waiting = asyncio.create_task(wait_until_finished(running.id, timeout=5, poll=QUIET))
+    waiting = asyncio.create_task(wait_until_finished(running, timeout=5, poll=QUIET))
     await asyncio.sleep(0.2)
     assert not waiting.done()
     await push(alice, running, "still working")
@@ -183,10 +183,10 @@ async def test_wait_until_finished_returns_once_the_task_has_a_final_status(alic
 
 async def test_wait_until_finished_gives_up_after_its_timeout(alice, running):
     started = asyncio.get_running_loop().time()
-    assert await wait_until_finished(running.id, timeout=0.3, poll=0.1) is False
+    assert await wait_until_finished(running, timeout=0.3, poll=0.1) is False
     assert 0.3 <= asyncio.get_running_loop().time() - started < 2
 
 
 async def test_wait_until_finished_returns_at_once_for_a_finished_task(alice, running):
     await update(alice, running, status="completed")
-    assert await wait_until_finished(running.id, timeout=5, poll=QUIET) is True
+    assert await wait_until_finished(running, timeout=5, poll=QUIET) is True

@@ -45,7 +45,7 @@ def sub_agent_tool(
                 {"agent_id": sub_agent.id, "query": query, "reasoning": reasoning, "sub_task_id": child.id},
             ),
         )
-        await events.wait_until_finished(child.id, poll=2.0)
+        await events.wait_until_finished(child, poll=2.0)
         done = await sync_to_async(Task.objects.get)(pk=child.id)
         if done.status != Status.COMPLETED:
             return f"The sub-agent {sub_agent.name} ended {done.status}: {done.result or ''}"
