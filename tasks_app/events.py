@@ -70,7 +70,10 @@ def on_read_threads(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
 
 def _read(task_id: str, after: int) -> tuple[list[Envelope], str]:
     # Status first: a final status commits with its events, so reading the log after it sees them all.
-    status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first() or "failed"
+    row = Task.objects.filter(pk=task_id).values_list("status", "last_seq").first()
+    status, last_seq = row or ("failed", 0)
+    if last_seq <= after:  # last_seq commits with the events: nothing new, so no log query (a quiet tick)
+        return [], status
     return [wire.envelope(r) for r in actions.events_after(task_id, after, limit=PAGE)], status
 
 
