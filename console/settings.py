@@ -286,7 +286,7 @@ WORKER_MAX_ATTEMPTS = _env_int("WORKER_MAX_ATTEMPTS", 3)
 WORKER_POLL_SECONDS = _env_float("WORKER_POLL_SECONDS", 2.0)
 SSE_KEEPALIVE_SECONDS = _env_float("SSE_KEEPALIVE_SECONDS", 15.0)
 SSE_MAX_STREAMS_PER_KEY = _env_int("SSE_MAX_STREAMS_PER_KEY", 20)  # open event streams per API key
-SSE_READ_THREADS = _env_int("SSE_READ_THREADS", 4)  # threads (so DB connections) all open streams share
+SSE_READ_THREADS = _env_int("SSE_READ_THREADS", 4)  # threads (so DB connections) every follower shares
 if SSE_MAX_STREAMS_PER_KEY < 1 or SSE_READ_THREADS < 1:
     raise ValueError("SSE_MAX_STREAMS_PER_KEY and SSE_READ_THREADS must be at least 1")
 STOP_WAIT_SECONDS = _env_float("STOP_WAIT_SECONDS", 5.0)

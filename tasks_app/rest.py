@@ -7,7 +7,6 @@ write rows themselves. Bodies are parsed here rather than by ninja so that malfo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, TypeVar
 
@@ -24,10 +23,10 @@ from pydantic import BaseModel, ValidationError
 
 from console.access import actor_for_request
 from console.errors import Invalid, NotFound, TaskApiError
-from tasks_app import actions, bus, jsonbody, uploads, wire
+from tasks_app import actions, events, jsonbody, uploads, wire
 from tasks_app import openapi as doc
 from tasks_app.actions import Actor
-from tasks_app.models import TERMINAL_STATUSES, Task
+from tasks_app.models import Task
 from tasks_app.schemas import EventIn, TaskCreateIn, TaskUpdateIn
 
 LIST_QUERY = doc.query(
@@ -210,28 +209,8 @@ async def stop_task(request: HttpRequest, id: str) -> HttpResponse:
 
 async def _wait_for_stop(actor: Actor, task: Task) -> Task:
     """Give the worker STOP_WAIT_SECONDS to cancel the run, then finish the stop ourselves."""
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(bus.group_name(task.id), channel)
-    try:
-        deadline = asyncio.get_running_loop().time() + settings.STOP_WAIT_SECONDS
-        current = await sync_to_async(actions.get_task)(actor, task.id)
-        while not current.is_finished:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                await actions.aforce_stop(task.id, "Stopped by request (the worker did not confirm in time)")
-                break
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), timeout=min(remaining, 0.5))
-                if message.get("status") not in TERMINAL_STATUSES:
-                    continue
-            except TimeoutError:
-                pass
-            current = await sync_to_async(actions.get_task)(actor, task.id)
-    finally:
-        await layer.group_discard(bus.group_name(task.id), channel)
+    if not await events.wait_until_finished(task, timeout=settings.STOP_WAIT_SECONDS, poll=0.5):
+        await actions.aforce_stop(task.id, "Stopped by request (the worker did not confirm in time)")
     return await sync_to_async(actions.get_task)(actor, task.id)
 
 

@@ -7,32 +7,25 @@ once the task is finished and every event up to that point was sent: the officia
 
 from __future__ import annotations
 
-import asyncio
 import json
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from console.access import actor_for_request, key_is_valid
 from console.errors import BadRequest, TaskApiError
-from tasks_app import actions, bus, stream_slots, wire
-from tasks_app.models import TERMINAL_STATUSES, Task
+from tasks_app import actions, events, stream_slots, wire
 
-PAGE = 500
 ACCESS_ENDED = ": access ended: the API key was revoked or its member deactivated\n\n"
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def frame(task_id: str, organization_id: str, event: dict[str, Any]) -> str:
+    """One event as an SSE frame: its envelope with the task's ids, `seq` as the frame's id."""
     payload = wire.event_json(task_id, organization_id, event)
     payload.pop("seq")
     return (
@@ -51,32 +44,7 @@ def parse_resume_point(request: HttpRequest) -> int:
     return value
 
 
-def _fetch(task_id: str, after: int) -> tuple[list[dict[str, Any]], str]:
-    # Status first: a final status commits with its events, so reading the log after it sees them all.
-    status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first() or "failed"
-    rows = actions.events_after(task_id, after, limit=PAGE)
-    return [wire.envelope(r) for r in rows], status
-
-
-# Every open stream reads through these few threads, so streams add no thread or DB connection each.
-_READS = ThreadPoolExecutor(max_workers=settings.SSE_READ_THREADS, thread_name_prefix="sse-read")
-
-
-def on_read_threads(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`fn` as a coroutine on the streams' shared read threads."""
-
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except DatabaseError:
-            connections.close_all()  # these threads live long: reconnect on the next read
-            raise
-
-    return sync_to_async(run, thread_sensitive=False, executor=_READS)
-
-
-afetch = on_read_threads(_fetch)
-akey_is_valid = on_read_threads(key_is_valid)
+akey_is_valid = events.on_read_threads(key_is_valid)
 
 
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
@@ -89,7 +57,7 @@ async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
         return JsonResponse(exc.to_json(), status=exc.status_code)
     key_id = actor.api_key_id
     stream = holding_slot(
-        release, follow(task.id, task.organization_id, after, still_allowed=lambda: akey_is_valid(key_id))
+        release, frames(task.id, task.organization_id, after, still_allowed=lambda: akey_is_valid(key_id))
     )
     weakref.finalize(stream, release)  # a response dropped (client gone) before its first read
     response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
@@ -108,79 +76,26 @@ async def holding_slot(release: Callable[[], None], stream: AsyncGenerator[str])
         release()
 
 
-async def follow(
+async def frames(
     task_id: str,
     organization_id: str,
     after: int,
     still_allowed: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncGenerator[str]:
-    """Yield SSE frames after `after` until the task is finished and fully sent.
+    """SSE frames of `events.follow`: closed once the task is finished and fully sent.
 
     Frames of one batch go out as one write: per-write cost in the ASGI server, not JSON, is what a
-    busy stream pays for most. `still_allowed` is asked at least once a keep-alive, busy or quiet:
-    a stream whose caller lost access (a revoked key) ends there.
+    busy stream pays for most. A stream whose caller lost access (a revoked key) ends with a comment.
     """
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    group = bus.group_name(task_id)
-    await layer.group_add(group, channel)  # subscribe before reading the log: nothing falls between
-    last = after
-
-    def frames(events: list[dict[str, Any]]) -> str:
-        nonlocal last
-        out = []
-        for event in events:
-            out.append(frame(task_id, organization_id, event))
-            last = event["seq"]
-        return "".join(out)
-
-    status = ""
-
-    async def drain() -> AsyncIterator[str]:
-        """The log after `last`, page by page; leaves the task's status in `status`."""
-        nonlocal status
-        while True:
-            events, status = await afetch(task_id, last)
-            yield frames(events)
-            if len(events) < PAGE:
-                return
-
+    first = True
     try:
-        first = True
-        async for chunk in drain():
-            yield (": connected\n\n" if first else "") + chunk
-            first = False
-        if status in TERMINAL_STATUSES:
-            return
-        loop = asyncio.get_running_loop()
-        beat = settings.SSE_KEEPALIVE_SECONDS
-        next_beat = loop.time() + beat
-        while True:
-            try:
-                message = await asyncio.wait_for(
-                    layer.receive(channel), timeout=max(next_beat - loop.time(), 0)
-                )
-            except TimeoutError:
-                message = None
-            if loop.time() >= next_beat:
-                next_beat = loop.time() + beat
-                if still_allowed is not None and not await still_allowed():
-                    yield ACCESS_ENDED
-                    return
-            if message is None:
-                yield ": keep-alive\n\n"
-            else:
-                events = [e for e in message.get("events", []) if e["seq"] > last]
-                status = message.get("status", "")
-                if events and events[0]["seq"] == last + 1:
-                    yield frames(events)
-                    if status not in TERMINAL_STATUSES:
-                        continue
-            # A gap, a quiet period or a final status: the log decides.
-            async for chunk in drain():
-                if chunk:
-                    yield chunk
-            if status in TERMINAL_STATUSES:
-                return
-    finally:
-        await layer.group_discard(group, channel)
+        async with aclosing(events.follow(task_id, after, still_allowed=still_allowed)) as items:
+            async for item in items:
+                if isinstance(item, events.Tick):
+                    yield ": keep-alive\n\n"
+                    continue
+                chunk = "".join(frame(task_id, organization_id, event) for event in item)
+                yield (": connected\n\n" + chunk) if first else chunk
+                first = False
+    except events.AccessEnded:
+        yield ACCESS_ENDED

@@ -139,19 +139,15 @@ def envelope(event: TaskEvent) -> dict[str, Any]:
     return {"seq": event.seq, "type": event.type, "time": iso(event.time), "data": event.data}
 
 
-def event_json(task_id: str, organization_id: str, event: TaskEvent | dict) -> dict[str, Any]:
-    """A TaskUpdateEvent envelope; `data` is always present (null allowed)."""
-    if isinstance(event, TaskEvent):
-        seq, type_, time, data = event.seq, event.type, iso(event.time), event.data
-    else:
-        seq, type_, time, data = event["seq"], event["type"], event["time"], event["data"]
+def event_json(task_id: str, organization_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A TaskUpdateEvent: an `envelope` with the task's ids; `data` is always present (null allowed)."""
     return {
-        "seq": seq,
-        "type": type_,
+        "seq": event["seq"],
+        "type": event["type"],
         "task_id": task_id,
         "organization_id": organization_id,
-        "time": time,
-        "data": data,
+        "time": event["time"],
+        "data": event["data"],
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from django.test import override_settings
 
 from console.models import Agent
@@ -79,6 +80,7 @@ def test_it_stops_the_sub_tasks(alice, task_of, external_agent):
     assert child.status == "stopped" and child.is_manually_stopped
 
 
+@pytest.mark.django_db(transaction=True)  # the wait reads on the followers' threads: committed rows only
 @override_settings(STOP_WAIT_SECONDS=0.2)
 def test_it_finishes_the_stop_when_the_worker_does_not_confirm(alice):
     r = alice.post("/api/v1/agents", {"name": "Built in", "framework": "builtin"})

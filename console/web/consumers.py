@@ -20,12 +20,12 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from console.errors import TaskApiError
-from console.web.follow import follow_task
 from console.web.session import actor_for_session
-from tasks_app import actions, bus
+from tasks_app import actions, bus, events
 from tasks_app.actions import Actor
 
 CLOSE_REFUSED = 4403  # access ended while the socket was open
+QUIET_SECONDS = 15.0  # re-read the log after this long without a message (the member is re-checked apart)
 
 
 def _since(scope: dict[str, Any]) -> int | None:
@@ -99,8 +99,18 @@ class TaskEventsConsumer(_Guarded):
         await super().connect()
 
     async def frames(self):
-        async for event in follow_task(self.scope["url_route"]["kwargs"]["task_id"], self.since):
-            yield {"seq": event["seq"], "type": event["type"], "time": event["time"], "data": event["data"]}
+        """Each event's envelope as it is (wire.envelope), closed after the turn's task_finished."""
+        items = events.follow(
+            self.scope["url_route"]["kwargs"]["task_id"],
+            self.since,
+            until=events.Until.TASK_FINISHED,
+            keepalive=QUIET_SECONDS,
+        )
+        async with contextlib.aclosing(items):
+            async for item in items:
+                if not isinstance(item, events.Tick):
+                    for event in item:
+                        yield event
 
 
 class TaskListConsumer(_Guarded):

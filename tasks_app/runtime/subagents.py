@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
 from console.models import Agent, GraphItem
-from tasks_app import actions, bus
-from tasks_app.models import TERMINAL_STATUSES, ActivityKind, Status, Task
+from tasks_app import actions, events
+from tasks_app.models import ActivityKind, Status, Task
 from tasks_app.runtime.mapping import ToolCalls, slug
 from tasks_app.schemas import TaskCreateIn
-
-
-async def wait_finished(task_id: str) -> Task:
-    """Wait until a task reaches a final status (channel-layer nudges, the log as the truth)."""
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(bus.group_name(task_id), channel)
-    try:
-        while True:
-            task = await sync_to_async(Task.objects.get)(pk=task_id)
-            if task.status in TERMINAL_STATUSES:
-                return task
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(layer.receive(channel), timeout=2.0)
-    finally:
-        await layer.group_discard(bus.group_name(task_id), channel)
 
 
 def sub_agent_tool(
@@ -65,7 +45,8 @@ def sub_agent_tool(
                 {"agent_id": sub_agent.id, "query": query, "reasoning": reasoning, "sub_task_id": child.id},
             ),
         )
-        done = await wait_finished(child.id)
+        await events.wait_until_finished(child, poll=2.0)
+        done = await sync_to_async(Task.objects.get)(pk=child.id)
         if done.status != Status.COMPLETED:
             return f"The sub-agent {sub_agent.name} ended {done.status}: {done.result or ''}"
         return done.result or ""

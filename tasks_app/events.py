@@ -1,0 +1,183 @@
+"""One follow of a task's events: the durable log after a point, then live until the task is finished.
+
+Every transport (SSE, the console's websocket) and every wait (stop-and-wait, sub-agent waits) uses
+`follow`. Its rules: subscribe to the task's channel-layer group BEFORE reading the log, so nothing
+falls between the two; page through the log; trust a group message only when it continues exactly
+where the last event left off; on a gap, a quiet period or a final status, the log decides. Reads run
+on a few shared threads (SSE_READ_THREADS), so a follower costs no thread and no DB connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DatabaseError, connections
+
+from tasks_app import actions, bus, wire
+from tasks_app.models import TERMINAL_STATUSES, Task
+
+PAGE = 500
+P = ParamSpec("P")
+R = TypeVar("R")
+Envelope = dict[str, Any]  # wire.envelope: {"seq", "type", "time", "data"}
+
+
+class Until(enum.Enum):
+    """When a follow ends (it has always yielded every event up to that point)."""
+
+    FINAL_STATUS = "final_status"  # the task has a final status: SSE, waits
+    TASK_FINISHED = "task_finished"  # a task_finished ends what was yielded: the websocket, once per turn
+
+
+class Tick:
+    """A keep-alive beat passed without a message: SSE writes a comment, others may ignore it."""
+
+    def __repr__(self) -> str:
+        return "KEEPALIVE"
+
+
+KEEPALIVE = Tick()
+
+
+class AccessEnded(Exception):
+    """`still_allowed` said no: the follower lost access (a revoked key)."""
+
+
+# Every follower reads through these few threads, so followers add no thread or DB connection each.
+_READS = ThreadPoolExecutor(max_workers=settings.SSE_READ_THREADS, thread_name_prefix="sse-read")
+
+
+def on_read_threads(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`fn` as a coroutine on the followers' shared read threads."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError:
+            connections.close_all()  # these threads live long: reconnect on the next read
+            raise
+
+    return sync_to_async(run, thread_sensitive=False, executor=_READS)
+
+
+def _read(task_id: str, after: int) -> tuple[list[Envelope], str]:
+    # Status first: a final status commits with its events, so reading the log after it sees them all.
+    row = Task.objects.filter(pk=task_id).values_list("status", "last_seq").first()
+    status, last_seq = row or ("failed", 0)
+    if last_seq <= after:  # last_seq commits with the events: nothing new, so no log query (a quiet tick)
+        return [], status
+    return [wire.envelope(r) for r in actions.events_after(task_id, after, limit=PAGE)], status
+
+
+aread = on_read_threads(_read)
+
+
+def _ended(until: Until, status: str, last_type: str) -> bool:
+    """After the log was read to its end: is the follow over?"""
+    if status not in TERMINAL_STATUSES:
+        return False
+    # A finished task whose log goes on after task_finished (a follow-up turn) waits for the next one.
+    return until is Until.FINAL_STATUS or last_type in {"task_finished", ""}
+
+
+async def follow(
+    task_id: str,
+    after: int,
+    *,
+    until: Until = Until.FINAL_STATUS,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    keepalive: float | None = None,
+) -> AsyncGenerator[list[Envelope] | Tick]:
+    """Yield the task's events after `after` in `seq` order, each once, in batches; then live ones.
+
+    The first item is the log's first page, possibly empty (the follower is subscribed by then).
+    Later batches are never empty; a `KEEPALIVE` comes every `keepalive` seconds
+    (SSE_KEEPALIVE_SECONDS by default) without a message, and the log is read again after it.
+    `still_allowed` is asked at least once a keep-alive, busy or quiet; when it says no, `AccessEnded`
+    is raised. It ends per `until`, every event up to the end yielded.
+    """
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = bus.group_name(task_id)
+    await layer.group_add(group, channel)  # subscribe before reading the log: nothing falls between
+    last, last_type, status = after, "", ""
+    beat = settings.SSE_KEEPALIVE_SECONDS if keepalive is None else keepalive
+    loop = asyncio.get_running_loop()
+    next_beat: float | None = None
+    try:
+        first = True
+        while True:
+            # The log decides: page through it after the last event yielded.
+            while True:
+                events, status = await aread(task_id, last)
+                if events:
+                    last, last_type = events[-1]["seq"], events[-1]["type"]
+                if events or first:
+                    yield events
+                first = False
+                if len(events) < PAGE:
+                    break
+            if _ended(until, status, last_type):
+                return
+            # Live: messages that continue the log are trusted; anything else sends us back to it.
+            if next_beat is None:
+                next_beat = loop.time() + beat  # the beat runs from the end of the first replay
+            while True:
+                try:
+                    message = await asyncio.wait_for(
+                        layer.receive(channel), timeout=max(next_beat - loop.time(), 0)
+                    )
+                except TimeoutError:
+                    message = None
+                if loop.time() >= next_beat:
+                    next_beat = loop.time() + beat
+                    if still_allowed is not None and not await still_allowed():
+                        raise AccessEnded
+                if message is None:
+                    yield KEEPALIVE
+                    break
+                status = message.get("status", "")
+                fresh = [e for e in message.get("events", []) if e["seq"] > last]
+                if not fresh:  # already yielded from the log
+                    if status in TERMINAL_STATUSES:
+                        break
+                    continue
+                if fresh[0]["seq"] != last + 1:
+                    break
+                if until is Until.TASK_FINISHED:
+                    ends = next((i for i, e in enumerate(fresh) if e["type"] == "task_finished"), None)
+                    if ends is not None:
+                        yield fresh[: ends + 1]
+                        return
+                last, last_type = fresh[-1]["seq"], fresh[-1]["type"]
+                yield fresh
+                if status in TERMINAL_STATUSES:
+                    break  # a final status: the log decides whether all of it was yielded
+    finally:
+        await layer.group_discard(group, channel)
+
+
+async def wait_until_finished(task: Task, *, timeout: float | None = None, poll: float) -> bool:
+    """Wait for the task's final status: True once it has one, False when `timeout` seconds pass first.
+
+    A follow from the caller's copy of the task (its `last_seq`, so old events are not read again):
+    channel-layer messages wake it, the log is re-read every `poll` seconds.
+    """
+    try:
+        async with asyncio.timeout(timeout) as deadline:
+            async with aclosing(follow(task.id, task.last_seq, keepalive=poll)) as items:
+                async for _ in items:
+                    pass
+    except TimeoutError:
+        if deadline.expired():
+            return False
+        raise
+    return True

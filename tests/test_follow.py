@@ -1,0 +1,203 @@
+"""The one follow of a task's events (tasks_app.events), with the real in-memory channel layer and DB.
+
+Replay after N; live through the channel layer; a lost message filled from the log; keep-alive ticks
+and the log read after them; the end (a final status, or a turn's task_finished); access lost; waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from console.web.session import actor_for_membership
+from tasks_app import actions, events
+from tasks_app.events import KEEPALIVE, AccessEnded, Until, follow, wait_until_finished
+from tasks_app.schemas import TaskUpdateIn
+from tests.test_console_history import agent, make
+
+pytestmark = pytest.mark.django_db(transaction=True)
+QUIET = 30.0  # longer than any test waits: what arrives came through the channel layer, not a tick
+
+
+@pytest.fixture
+def running(alice):
+    """An external agent's task, executing: seq 1 task_created, seq 2 task_updated."""
+    return make(alice, agent(alice.org, "Writer"), "hello", status="executing")
+
+
+@pytest.fixture
+def small_channels(settings):
+    """A follower's channel holds 2 messages; later ones are dropped, as a slow follower's are."""
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2}}
+    }
+
+
+async def push(persona, task, *chunks: str) -> None:
+    """Each chunk in its own transaction, so each is its own channel-layer message."""
+    for chunk in chunks:
+        await sync_to_async(actions.push_events)(
+            actor_for_membership(persona.member), task.id, [("chunk", chunk)]
+        )
+
+
+async def update(persona, task, **fields: str) -> None:
+    await sync_to_async(actions.update_task)(
+        actor_for_membership(persona.member),
+        task.id,
+        TaskUpdateIn(**fields),
+        fields=set(fields),
+        full_dump=False,
+    )
+
+
+async def nxt(items: AsyncGenerator) -> object:
+    async with asyncio.timeout(5):
+        return await anext(items)
+
+
+async def rest(items: AsyncGenerator) -> list:
+    """Every item until the follow ends (it must end within 5 s)."""
+    async with asyncio.timeout(5):
+        return [item async for item in items]
+
+
+def seqs(batches: list) -> list[int]:
+    return [e["seq"] for batch in batches for e in batch]
+
+
+async def test_it_replays_the_log_after_n_and_ends_on_a_finished_task(alice, running):
+    await push(alice, running, "a", "b")
+    await update(alice, running, status="completed")
+    got = await rest(follow(running.id, 2, keepalive=QUIET))
+    assert seqs(got) == [3, 4, 5, 6]
+    assert [e["type"] for e in got[0]] == ["chunk", "chunk", "task_updated", "task_finished"]
+    assert set(got[0][0]) == {"seq", "type", "time", "data"} and got[0][0]["data"] == "a"
+
+
+async def test_it_pages_through_the_log(alice, running, monkeypatch):
+    monkeypatch.setattr(events, "PAGE", 2)
+    await push(alice, running, "a", "b", "c")
+    await update(alice, running, status="completed")
+    got = await rest(follow(running.id, 0, keepalive=QUIET))
+    assert [len(batch) for batch in got] == [2, 2, 2, 1]
+    assert seqs(got) == list(range(1, 8))
+
+
+async def test_its_first_item_is_the_first_page_even_when_empty(alice, running):
+    items = follow(running.id, 2, keepalive=QUIET)
+    assert await nxt(items) == []
+    await items.aclose()
+
+
+async def test_it_follows_live_events_then_ends_when_the_task_is_finished(alice, running):
+    items = follow(running.id, 0, keepalive=QUIET)
+    assert seqs([await nxt(items)]) == [1, 2]
+    await push(alice, running, "live")
+    live = await nxt(items)
+    assert [(e["seq"], e["data"]) for e in live] == [(3, "live")]
+    await update(alice, running, status="completed")
+    tail = await rest(items)
+    assert [e["type"] for batch in tail for e in batch] == ["task_updated", "task_finished"]
+
+
+async def test_it_fills_a_gap_from_the_log(alice, running, small_channels):
+    items = follow(running.id, 0, keepalive=QUIET)
+    await nxt(items)  # subscribed, the log read
+    await push(alice, running, "3", "4", "5", "6", "7")  # messages 3 and 4 kept, 5 to 7 dropped
+    assert seqs([await nxt(items)]) == [3]
+    assert seqs([await nxt(items)]) == [4]
+    await push(alice, running, "8")  # its message comes after a gap: the log fills it, in one batch
+    assert seqs([await nxt(items)]) == [5, 6, 7, 8]
+    await items.aclose()
+
+
+async def test_it_ticks_when_quiet_and_reads_the_log_after_the_tick(alice, running, small_channels):
+    items = follow(running.id, 0, keepalive=0.3)
+    await nxt(items)
+    await push(alice, running, "3", "4", "5")  # message 5 dropped, and nothing comes after it
+    assert seqs([await nxt(items), await nxt(items)]) == [3, 4]
+    assert await nxt(items) is KEEPALIVE
+    assert seqs([await nxt(items)]) == [5]
+    assert await nxt(items) is KEEPALIVE
+    await items.aclose()
+
+
+async def test_it_ends_on_a_final_status_even_when_the_log_goes_on_after_task_finished(alice, running):
+    await update(alice, running, status="completed")
+    await update(alice, running, title="Renamed afterwards")  # a task_updated after task_finished
+    got = await rest(follow(running.id, 0, keepalive=QUIET))
+    assert [e["type"] for e in got[-1]][-2:] == ["task_finished", "task_updated"]
+
+
+async def test_in_turn_mode_it_ends_right_after_the_turns_task_finished(alice, running):
+    items = follow(running.id, 2, until=Until.TASK_FINISHED, keepalive=QUIET)
+    assert await nxt(items) == []
+    await update(alice, running, status="completed")
+    tail = await rest(items)
+    assert [e["type"] for batch in tail for e in batch] == ["task_updated", "task_finished"]
+    replay = await rest(follow(running.id, 0, until=Until.TASK_FINISHED, keepalive=QUIET))
+    assert seqs(replay) == [1, 2, 3, 4]
+
+
+async def test_it_ends_when_the_follower_loses_access(alice, running):
+    asked = []
+
+    async def still_allowed() -> bool:
+        asked.append(True)
+        return len(asked) < 2
+
+    items = follow(running.id, 0, still_allowed=still_allowed, keepalive=0.2)
+    await nxt(items)
+    assert await nxt(items) is KEEPALIVE  # the first beat: still allowed
+    with pytest.raises(AccessEnded):
+        await nxt(items)
+    assert len(asked) == 2
+
+
+async def test_it_leaves_the_group_however_it_ends(alice, running):
+    from channels.layers import get_channel_layer
+
+    from tasks_app import bus
+
+    items = follow(running.id, 0, keepalive=QUIET)
+    await nxt(items)
+    assert get_channel_layer().groups.get(bus.group_name(running.id))
+    await items.aclose()
+    assert not get_channel_layer().groups.get(bus.group_name(running.id))
+
+
+async def test_wait_until_finished_returns_once_the_task_has_a_final_status(alice, running):
+    waiting = asyncio.create_task(wait_until_finished(running, timeout=5, poll=QUIET))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await push(alice, running, "still working")
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await update(alice, running, status="failed")
+    assert await waiting is True
+
+
+async def test_wait_until_finished_gives_up_after_its_timeout(alice, running):
+    started = asyncio.get_running_loop().time()
+    # No re-read is in flight when it gives up: a read cut off would race the test's teardown.
+    assert await wait_until_finished(running, timeout=0.3, poll=QUIET) is False
+    assert 0.3 <= asyncio.get_running_loop().time() - started < 2
+
+
+async def test_wait_until_finished_returns_at_once_for_a_finished_task(alice, running):
+    await update(alice, running, status="completed")
+    assert await wait_until_finished(running, timeout=5, poll=QUIET) is True
+
+
+def test_a_re_read_with_nothing_new_costs_one_query(alice, running, django_assert_num_queries):
+    """Quiet keep-alive ticks and waits re-read often: with no new event, only the task's row is read."""
+    running.refresh_from_db()
+    with django_assert_num_queries(1):
+        assert events._read(running.id, running.last_seq) == ([], "executing")
+    with django_assert_num_queries(2):
+        got, status = events._read(running.id, 0)
+    assert [e["seq"] for e in got] == list(range(1, running.last_seq + 1)) and status == "executing"
