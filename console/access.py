@@ -31,7 +31,7 @@ def actor_for_key(raw: str | None) -> Actor:
     member = key.membership
     return Actor(
         organization_id=member.organization_id,
-        role=member.role,
+        role=key.effective_role,
         user_id=member.user_id,
         api_key_id=key.pk,
         label=key.display,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from django.db import IntegrityError, transaction
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from console import crypto
+from console import audit, crypto
 from console.models import Agent, GraphItem, Role
 from tasks_app.actions import Actor
 from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound
@@ -205,6 +205,37 @@ def _reaches(start: str, target: str) -> bool:
     return False
 
 
+AUDIT_SECRETS = ("model_api_key", "graph_secrets")
+
+
+def audit_view(agent: Agent) -> dict[str, Any]:
+    """The agent's audited fields; the secrets are compared in memory and recorded only as "changed"."""
+    items = list(agent.graph_items.all()) if agent.pk else []
+    return {
+        **{
+            name: getattr(agent, name)
+            for name in (
+                "name",
+                "unique_name",
+                "description",
+                "instructions",
+                "framework",
+                "model_provider",
+                "model_name",
+                "model_base_url",
+                "output_format",
+                "tool_call_limit",
+            )
+        },
+        "model_api_key": agent.get_model_api_key(),
+        "graph": [
+            {"id": i.key, "type": i.type, "item_id": i.item_id, "name": i.name, **i.mcp_settings}
+            for i in items
+        ],
+        "graph_secrets": {i.key: i.secret_settings() for i in items if i.secret_settings_encrypted},
+    }
+
+
 def create_agent(actor: Actor, data: AgentIn) -> Agent:
     _require_admin(actor)
     agent = Agent(organization_id=actor.organization_id)
@@ -214,6 +245,8 @@ def create_agent(actor: Actor, data: AgentIn) -> Agent:
         with transaction.atomic():
             agent.save(force_insert=True)
             _write_graph(actor, agent, data.graph)
+            changes = audit.diff({}, audit_view(agent), AUDIT_SECRETS)
+            audit.record(actor, "agent.created", **_object(agent), changes=changes)
     except IntegrityError:
         raise Conflict(f"An agent with unique_name {agent.unique_name!r} already exists") from None
     return agent
@@ -235,15 +268,22 @@ def _apply(agent: Agent, data: AgentIn, fields: set[str]) -> None:
         agent.set_model_api_key(data.model_api_key)
 
 
+def _object(agent: Agent) -> dict[str, str]:
+    return {"object_type": "agent", "object_id": agent.id, "object_label": agent.name}
+
+
 def update_agent(actor: Actor, agent: Agent, raw: dict[str, Any], data: AgentIn) -> Agent:
     _require_admin(actor)
     fields = set(raw) & set(AgentIn.model_fields)
+    before = audit_view(agent)
     _apply(agent, data, fields)
     try:
         with transaction.atomic():
             agent.save()
             if "graph" in fields:
                 _write_graph(actor, agent, data.graph)
+            changes = audit.diff(before, audit_view(agent), AUDIT_SECRETS)
+            audit.record(actor, "agent.updated", **_object(agent), changes=changes)
     except IntegrityError:
         raise Conflict(f"An agent with unique_name {agent.unique_name!r} already exists") from None
     return agent
@@ -259,7 +299,10 @@ def delete_agent(actor: Actor, agent: Agent) -> None:
     count = agent.tasks.count()
     if count:
         raise Conflict(f"Agent {agent.id} has {count} tasks; their history would be lost", tasks=count)
-    agent.delete()
+    with transaction.atomic():
+        changes = audit.diff(audit_view(agent), {}, AUDIT_SECRETS)
+        audit.record(actor, "agent.deleted", **_object(agent), changes=changes)
+        agent.delete()
 
 
 def get_agent(actor: Actor, agent_id: str) -> Agent:

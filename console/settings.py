@@ -181,6 +181,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "console.middleware.ApiPathMiddleware",
+    "console.audit.AuditAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

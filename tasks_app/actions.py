@@ -26,7 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from console import crypto, vault
+from console import audit, crypto, vault
 from console.models import Agent, Framework, Role
 from tasks_app import bus, dispatch, wire
 from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
@@ -705,6 +705,7 @@ def stop_task(actor: Actor, task_id: str) -> Task:
         _save(task, "stop_requested_at")
         if not running_here:
             _finish(task, Status.STOPPED, task.result or "Stopped by request", manually=True)
+        audit.record_task(actor, task, "task.stopped")
         children = list(
             Task.objects.filter(parent_id=task.id)
             .exclude(status__in=TERMINAL_STATUSES)
@@ -735,6 +736,7 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
     _require_writer(actor)
     with transaction.atomic():
         task = _locked_task(actor, task_id)
+        before = audit.task_fields(task)
         changed: list[str] = []
         if "internal_status" in fields:
             changed += _set_internal_status(task, data.internal_status, actor)
@@ -778,6 +780,7 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
             # A stop through update is a stop: it cancels the run and its sub-agent tasks.
             if changed:
                 _append_events(task, [("task_updated", _snapshot(task))])
+                audit.record_task(actor, task, "task.updated", before)
             return stop_task(actor, task.id)
         if new_status in TERMINAL_STATUSES:
             if new_status == Status.COMPLETED and task.result:
@@ -796,6 +799,7 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
             _append_events(task, [("task_updated", _snapshot(task))])
         elif changed:
             _append_events(task, [("task_updated", _snapshot(task))])
+        audit.record_task(actor, task, "task.updated", before)
     return task
 
 

@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
+from console import audit
 from console.web.guard import member_page
 from console.web.session import SESSION_ORG, choose_organization
 
@@ -27,6 +28,7 @@ class SignInForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.request = request
         self.user = None
+        self.account = None  # the account the email names, if any: failed sign-ins are recorded on it
         self.fields["email"].widget.attrs.update(autocomplete="username", autofocus=True)
         self.fields["password"].widget.attrs.update(autocomplete="current-password")
 
@@ -36,6 +38,7 @@ class SignInForm(forms.Form):
         if not email or not password:
             return data
         account = get_user_model().objects.filter(email__iexact=email).order_by("pk").first()
+        self.account = account
         user = (
             authenticate(self.request, username=account.get_username(), password=password)
             if account
@@ -78,11 +81,13 @@ def sign_in(request: HttpRequest) -> HttpResponse:
         elif form.is_valid():
             cache.delete(key)
             login(request, form.user)  # a new session key: no fixation
+            audit.record_sign_in(form.user, succeeded=True)
             request.session.pop(SESSION_ORG, None)
             return redirect(_safe_next(request, next_url))
         else:
             if form.non_field_errors():
                 cache.set(key, failures + 1, 15 * 60)
+                audit.record_sign_in(form.account, succeeded=False, email=request.POST.get("email", ""))
             status = 400
     return render(request, "account/sign_in.html", {"form": form, "next": next_url or ""}, status=status)
 
