@@ -52,6 +52,8 @@ class Membership(models.Model):
     # The member's one vault identity: their tasks' input.user.id and get_token's {user_id}.
     vault_id = models.CharField(max_length=64, unique=True, default=new_vault_id, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
+    # Deactivated in this organization only (the account may belong to others): no page, no key.
+    deactivated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "user"], name="uniq_membership")]
@@ -123,6 +125,27 @@ class ApiKey(models.Model):
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+
+
+class Invitation(models.Model):
+    """A single-use, expiring link that makes someone a member: only the token's hash is stored."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(Membership, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} to {self.organization} ({self.role})"
+
+    @property
+    def usable(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > timezone.now()
 
 
 class Framework(models.TextChoices):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.web import account, export, views
+from console.web import account, audit_views, export, key_views, member_views, profile_views, views
 
 urlpatterns = [
     path("", account.sign_in, name="sign-in"),
@@ -21,4 +21,23 @@ urlpatterns = [
     path("tasks/<str:task_id>/internal-status/", views.internal_status, name="task-internal-status"),
     path("tasks/<str:task_id>/follow-up/", views.follow_up, name="task-follow-up"),
     path("tasks/<str:task_id>/activity/", views.activity, name="task-activity"),
+    # part 2: administration, each change on the audit log
+    path("audit/", audit_views.audit_log, name="audit"),
+    path("audit/export.csv", audit_views.export, {"fmt": "csv"}, name="audit-csv"),
+    path("audit/export.jsonl", audit_views.export, {"fmt": "jsonl"}, name="audit-jsonl"),
+    path("keys/", key_views.keys_page, name="keys"),
+    path("keys/<str:key_id>/revoke/", key_views.revoke, name="key-revoke"),
+    path("account/", profile_views.account, name="account"),
+    path("members/", member_views.members_page, name="members"),
+    path("members/invite/", member_views.invite, name="member-invite"),
+    path("members/<str:member_id>/role/", member_views.change_role, name="member-role"),
+    path("members/<str:member_id>/deactivate/", member_views.deactivate, name="member-deactivate"),
+    path("members/<str:member_id>/reactivate/", member_views.reactivate, name="member-reactivate"),
+    path(
+        "members/invitations/<str:invitation_id>/revoke/",
+        member_views.revoke_invitation,
+        name="invitation-revoke",
+    ),
+    path("invite/", member_views.accept, name="invite"),
+    path("invite/<str:token>/", member_views.invite_link, name="invite-link"),
 ]
