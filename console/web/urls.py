@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.web import account, audit_views, export, key_views, member_views, profile_views, views
+from console.web import (
+    account,
+    agent_views,
+    audit_views,
+    export,
+    key_views,
+    member_views,
+    profile_views,
+    views,
+)
 
 urlpatterns = [
     path("", account.sign_in, name="sign-in"),
@@ -22,6 +31,10 @@ urlpatterns = [
     path("tasks/<str:task_id>/follow-up/", views.follow_up, name="task-follow-up"),
     path("tasks/<str:task_id>/activity/", views.activity, name="task-activity"),
     # part 2: administration, each change on the audit log
+    path("agents/", agent_views.agent_list, name="agents"),
+    path("agents/new/", agent_views.agent_new, name="agent-new"),
+    path("agents/<str:agent_id>/", agent_views.agent_edit, name="agent"),
+    path("agents/<str:agent_id>/delete/", agent_views.agent_delete, name="agent-delete"),
     path("audit/", audit_views.audit_log, name="audit"),
     path("audit/export.csv", audit_views.export, {"fmt": "csv"}, name="audit-csv"),
     path("audit/export.jsonl", audit_views.export, {"fmt": "jsonl"}, name="audit-jsonl"),
