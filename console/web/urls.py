@@ -8,6 +8,7 @@ from console.web import (
     account,
     agent_views,
     audit_views,
+    dashboard,
     export,
     key_views,
     member_views,
@@ -31,6 +32,7 @@ urlpatterns = [
     path("tasks/<str:task_id>/follow-up/", views.follow_up, name="task-follow-up"),
     path("tasks/<str:task_id>/activity/", views.activity, name="task-activity"),
     # part 2: administration, each change on the audit log
+    path("dashboard/", dashboard.dashboard, name="dashboard"),
     path("agents/", agent_views.agent_list, name="agents"),
     path("agents/new/", agent_views.agent_new, name="agent-new"),
     path("agents/<str:agent_id>/", agent_views.agent_edit, name="agent"),
