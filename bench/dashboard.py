@@ -134,7 +134,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    result = {"time": datetime.now(UTC).isoformat(), "quick": args.quick, **bench(5_000 if args.quick else 100_000)}
+    result = {
+        "time": datetime.now(UTC).isoformat(),
+        "quick": args.quick,
+        **bench(5_000 if args.quick else 100_000),
+    }
     print(json.dumps(result), flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)

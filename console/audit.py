@@ -78,6 +78,10 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
 def diff(
     before: Mapping[str, Any], after: Mapping[str, Any], secret: Iterable[str] = ()
 ) -> dict[str, dict[str, Any]]:
@@ -86,7 +90,7 @@ def diff(
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(set(before) | set(after)):
         old, new = before.get(name), after.get(name)
-        if old == new:
+        if old == new or (_empty(old) and _empty(new)):  # "" -> None is no change worth a line
             continue
         out[name] = {SECRET: True} if name in secret else {"from": _plain(old), "to": _plain(new)}
     return out

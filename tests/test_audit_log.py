@@ -161,3 +161,4 @@ def test_it_lists_entries_over_rest_for_a_service_key_only(alice, bob, charlie):
 def test_the_diff_hides_secrets_and_keeps_plain_values():
     changes = audit.diff({"a": 1, "k": "old"}, {"a": 2, "k": "new", "b": None}, secret={"k"})
     assert changes == {"a": {"from": 1, "to": 2}, "k": {"changed": True}}
+    assert audit.diff({"d": "", "g": {}}, {"d": None, "g": None, "n": 0}) == {"n": {"from": None, "to": 0}}

@@ -120,7 +120,7 @@ def columns(
     width = max(360, min(960, left + 14 * len(buckets)))
     plot_w, plot_h = width - left - 4, height - bottom - top
     totals = [sum(s[2][i] for s in series) for i in range(len(buckets))]
-    peak = _nice_max(max(totals, default=0))
+    peak = _nice_max(max(*totals, 4) if totals else 4)  # a few tasks: whole-number gridlines
     chart = Chart(width, height)
     for k in range(5):
         value = peak * k / 4
@@ -155,8 +155,8 @@ def columns(
 
 def hbars(rows: list[tuple[str, list[tuple[float, str, str]]]], *, maximum: float | None = None) -> Chart:
     """Horizontal bars: one row per label, one or more bars (value, css class, title) per row."""
-    left, row_h = 150, 26
-    width = 560
+    left, row_h = 120, 26
+    width = 460
     height = max(row_h * len(rows) + 8, 34)
     peak = maximum or _nice_max(max((v for _, bars in rows for v, _, _ in bars), default=0))
     chart = Chart(width, height)
@@ -426,7 +426,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     org = request.actor.organization_id
     if request.GET.get("partial") == "running":
         return render(request, "dashboard.html#running", {"running": running_now(org)})
-    form = DashboardForm(request.GET)
+    query = request.GET.copy()
+    query.setdefault("range", DEFAULT_RANGE)  # shown selected in the form
+    form = DashboardForm(query)
     if not form.is_valid():
         return render(request, "dashboard.html", {"nav": "dashboard", "form": form, "data": None}, status=400)
     data = cached_build(org, form.cleaned_data["range"], form.cleaned_data["bucket"])
