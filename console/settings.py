@@ -256,6 +256,11 @@ CONSOLE_SIGNIN_ATTEMPTS = _env_int(
     "CONSOLE_SIGNIN_ATTEMPTS", 10
 )  # failed sign-ins per email and address per 15 min
 CONSOLE_PAGE_SIZE = _env_int("CONSOLE_PAGE_SIZE", 50)
+DJANGO_ADMIN = _env_bool(
+    "DJANGO_ADMIN"
+)  # Django's /admin/: off; when on, superusers only (console.admin_site)
+CONSOLE_INVITE_HOURS = _env_int("CONSOLE_INVITE_HOURS", 72)  # an invitation link's life
+CONSOLE_DASHBOARD_CACHE_SECONDS = _env_int("CONSOLE_DASHBOARD_CACHE_SECONDS", 30)  # dashboard figures reused
 CONSOLE_WS_RECHECK_SECONDS = _env_float("CONSOLE_WS_RECHECK_SECONDS", 30.0)  # re-check a socket's member
 SECURE_CSP = {
     "default-src": [CSP.SELF],
