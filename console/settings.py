@@ -252,9 +252,8 @@ LOGIN_URL = "/"
 SESSION_COOKIE_AGE = _env_int("SESSION_COOKIE_AGE", 7 * 24 * 3600)
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True  # forms carry the token; no script needs to read the cookie
-CONSOLE_SIGNIN_ATTEMPTS = _env_int(
-    "CONSOLE_SIGNIN_ATTEMPTS", 10
-)  # failed sign-ins per email and address per 15 min
+CONSOLE_SIGNIN_ATTEMPTS = _env_int("CONSOLE_SIGNIN_ATTEMPTS", 10)  # failed sign-ins per email per 15 min
+CONSOLE_SIGNIN_ADDRESS_ATTEMPTS = _env_int("CONSOLE_SIGNIN_ADDRESS_ATTEMPTS", 50)  # ... per client address
 CONSOLE_PAGE_SIZE = _env_int("CONSOLE_PAGE_SIZE", 50)
 DJANGO_ADMIN = _env_bool(
     "DJANGO_ADMIN"
