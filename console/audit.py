@@ -146,6 +146,8 @@ ACTIONS = [
     ("member.profile_changed", "Profile edited"),
     ("task.stopped", "Task stopped"),
     ("task.updated", "Task updated"),
+    ("retention.changed", "Retention changed"),
+    ("retention.purged", "Old tasks purged"),
     ("signin.succeeded", "Signed in"),
     ("signin.failed", "Failed sign-in"),
 ]

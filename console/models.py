@@ -36,6 +36,8 @@ class Organization(models.Model):
     id = models.CharField(primary_key=True, max_length=64, default=new_id, editable=False)
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Days finished tasks are kept; None: settings.TASK_RETENTION_DAYS; 0: kept forever.
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name

@@ -13,6 +13,7 @@ from console.web import (
     key_views,
     member_views,
     profile_views,
+    retention_views,
     views,
 )
 
@@ -53,6 +54,7 @@ urlpatterns = [
         member_views.revoke_invitation,
         name="invitation-revoke",
     ),
+    path("retention/", retention_views.retention_page, name="retention"),
     path("invite/", member_views.accept, name="invite"),
     path("invite/<str:token>/", member_views.invite_link, name="invite-link"),
 ]
