@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from console import audit
+from console.ids import row_id
 from console.models import ROLE_RANK, ApiKey, Membership, Role
 from tasks_app.actions import Actor
 from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound
@@ -94,7 +95,7 @@ def revoke_key(actor: Actor, key_id: int | str) -> ApiKey:
         if not actor.can(Role.ADMIN):
             rows = rows.filter(membership_id=actor.member_id)
         try:
-            key = rows.select_related("membership__user").get(pk=int(key_id))
+            key = rows.select_related("membership__user").get(pk=row_id(key_id))
         except (ApiKey.DoesNotExist, ValueError, TypeError):
             raise NotFound(f"API key {key_id} not found") from None
         if key.revoked_at is not None:

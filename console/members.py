@@ -22,6 +22,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from console import audit
+from console.ids import row_id
 from console.models import ROLE_RANK, Invitation, Membership, Role, hash_api_key
 from tasks_app.actions import Actor
 from tasks_app.errors import Conflict, Forbidden, Invalid, NotFound
@@ -198,7 +199,7 @@ def revoke_invitation(actor: Actor, invitation_id: int | str) -> None:
 def _invitation(actor: Actor, invitation_id: int | str) -> Invitation:
     try:
         return Invitation.objects.select_for_update().get(
-            pk=int(invitation_id), organization_id=actor.organization_id, accepted_at__isnull=True
+            pk=row_id(invitation_id), organization_id=actor.organization_id, accepted_at__isnull=True
         )
     except (Invitation.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Invitation {invitation_id} not found") from None
@@ -209,7 +210,7 @@ def _member(actor: Actor, member_id: int | str) -> Membership:
         return (
             Membership.objects.select_for_update(of=("self",))
             .select_related("user")
-            .get(pk=int(member_id), organization_id=actor.organization_id)
+            .get(pk=row_id(member_id), organization_id=actor.organization_id)
         )
     except (Membership.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Member {member_id} not found") from None

@@ -10,6 +10,7 @@ from ninja import Router
 from pydantic import BaseModel, ConfigDict, Field
 
 from console import audit, keys
+from console.ids import row_id
 from console.models import Role
 from tasks_app import openapi as doc
 from tasks_app.actions import Actor
@@ -114,8 +115,8 @@ def _date(request: HttpRequest, name: str) -> date | None:
 def list_audit(request: HttpRequest) -> HttpResponse:
     actor = _service_key(request)
     try:
-        limit = min(max(int(request.GET.get("limit") or 100), 1), AUDIT_PAGE_MAX)
-        before = int(request.GET["before"]) if request.GET.get("before") else None
+        limit = min(max(int((request.GET.get("limit") or "100")[:6]), 1), AUDIT_PAGE_MAX)
+        before = row_id(request.GET["before"]) if request.GET.get("before") else None
     except ValueError:
         raise BadRequest("limit and before are integers") from None
     rows = audit.entries(

@@ -163,3 +163,10 @@ def test_password_stays_usable_for_the_invited_account(alice):
     join(link)
     r = Client().post("/", {"email": "dana@example.com", "password": NEW_PASSWORD})
     assert r.status_code == 302 and PASSWORD != NEW_PASSWORD
+
+
+def test_ids_out_of_range_are_404(alice):
+    client = signed_in(alice)
+    assert client.post(f"/members/{2**70}/deactivate/").status_code == 404
+    assert client.post(f"/members/invitations/{2**70}/revoke/").status_code == 404
+    assert client.get(f"/audit/?before={2**70}").status_code == 200

@@ -74,3 +74,10 @@ def test_charlie_cannot_see_or_revoke_alices_keys(alice, charlie):
     assert charlie.delete("/api/v1/keys/not-a-number").status_code == 404
     assert {k["created_by"] for k in charlie.get("/api/v1/keys").json()} == {"charlie@example.com"}
     assert ApiKey.objects.get(pk=key.pk).revoked_at is None
+
+
+def test_ids_out_of_range_are_404_and_400_never_500(alice):
+    assert alice.delete(f"/api/v1/keys/{2**70}").status_code == 404
+    assert alice.delete("/api/v1/keys/-1").status_code == 404
+    assert alice.get(f"/api/v1/audit?before={2**70}").status_code == 400
+    assert alice.get("/api/v1/audit?limit=" + "9" * 5000).status_code in (200, 400)

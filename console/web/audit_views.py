@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -17,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from console import audit
+from console.ids import row_id
 from console.models import AuditEvent, Role
 from console.web.guard import member_page
 
@@ -71,8 +73,8 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         return render(request, "admin_pages/audit.html", context, status=400)
     rows = form.rows(request.actor.organization_id).order_by("-id")
     before = request.GET.get("before", "")
-    if before.isdigit():
-        rows = rows.filter(id__lt=int(before))
+    with contextlib.suppress(ValueError):  # a malformed cursor is the first page
+        rows = rows.filter(id__lt=row_id(before))
     page = list(rows[: PAGE + 1])
     context.update(
         rows=[{"entry": e, "label": audit.ACTION_LABELS.get(e.action, e.action)} for e in page[:PAGE]],
