@@ -98,6 +98,10 @@ def revoke_key(actor: Actor, key_id: int | str) -> ApiKey:
             key = rows.select_related("membership__user").get(pk=row_id(key_id))
         except (ApiKey.DoesNotExist, ValueError, TypeError):
             raise NotFound(f"API key {key_id} not found") from None
+        if ROLE_RANK[Role(key.membership.role)] > ROLE_RANK[Role(actor.role)]:
+            raise Forbidden(
+                f"This key belongs to an {key.membership.role}; your role ({actor.role}) cannot revoke it"
+            )
         if key.revoked_at is not None:
             raise Conflict(f"API key {key.name} ({key.display}) is already revoked")
         key.revoked_at = timezone.now()

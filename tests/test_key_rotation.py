@@ -81,3 +81,12 @@ def test_ids_out_of_range_are_404_and_400_never_500(alice):
     assert alice.delete("/api/v1/keys/-1").status_code == 404
     assert alice.get(f"/api/v1/audit?before={2**70}").status_code == 400
     assert alice.get("/api/v1/audit?limit=" + "9" * 5000).status_code in (200, 400)
+
+
+def test_an_admin_cannot_revoke_an_owners_key(alice, bob):
+    bob.member.role = "admin"
+    bob.member.save()
+    owners = ApiKey.objects.get(membership=alice.member)
+    r = bob.delete(f"/api/v1/keys/{owners.pk}")
+    assert r.status_code == 403 and "owner" in r.json()["detail"]
+    assert ApiKey.objects.get(pk=owners.pk).revoked_at is None
