@@ -86,6 +86,7 @@ class AgentIn(BaseModel):
     model_api_key: str | None = Field(default=None, max_length=8192)
     output_format: Literal["text", "markdown", "json", "voice"] | None = None
     tool_call_limit: StrictInt | None = Field(default=None, ge=0, le=10_000)
+    max_run_seconds: StrictInt | None = Field(default=None, ge=1, le=86_400)
     graph: list[GraphItemIn] = Field(default_factory=list, max_length=200)
 
     @field_validator("unique_name")
@@ -227,6 +228,7 @@ def audit_view(agent: Agent) -> dict[str, Any]:
                 "tool_call_limit",
             )
         },
+        "max_run_seconds": (agent.settings or {}).get("max_run_seconds"),
         "model_api_key": agent.get_model_api_key(),
         "graph": [
             {"id": i.key, "type": i.type, "item_id": i.item_id, "name": i.name, **i.mcp_settings}
@@ -266,6 +268,10 @@ def _apply(agent: Agent, data: AgentIn, fields: set[str]) -> None:
         agent.output_format = data.output_format or ""
     if "model_api_key" in fields:
         agent.set_model_api_key(data.model_api_key)
+    if "max_run_seconds" in fields:  # kept in settings: no column for a limit most agents leave empty
+        agent.settings = {k: v for k, v in (agent.settings or {}).items() if k != "max_run_seconds"}
+        if data.max_run_seconds:
+            agent.settings["max_run_seconds"] = data.max_run_seconds
 
 
 def _object(agent: Agent) -> dict[str, str]:

@@ -62,6 +62,13 @@ class AgentForm(forms.Form):
         max_value=10_000,
         help_text="Empty: the server's default.",
     )
+    max_run_seconds = forms.IntegerField(
+        label="Maximum run time (seconds)",
+        required=False,
+        min_value=1,
+        max_value=86_400,
+        help_text="A run past it is stopped. Empty: the server's default.",
+    )
     sub_agents = forms.MultipleChoiceField(
         label="Sub-agents",
         required=False,
@@ -151,6 +158,7 @@ def _body(form: AgentForm, mcp_forms: list[McpForm], agent: Agent | None) -> tup
         "model_name": data["model_name"],
         "model_base_url": data["model_base_url"] or None,
         "tool_call_limit": data["tool_call_limit"],
+        "max_run_seconds": data["max_run_seconds"],
     }
     if data.get("model_api_key"):
         body["model_api_key"] = data["model_api_key"]
@@ -284,6 +292,7 @@ def agent_edit(request: HttpRequest, agent_id: str) -> HttpResponse:
         "model_name": agent.model_name,
         "model_base_url": agent.model_base_url,
         "tool_call_limit": agent.tool_call_limit,
+        "max_run_seconds": (agent.settings or {}).get("max_run_seconds"),
         "sub_agents": list(
             agent.graph_items.filter(type=GraphItemType.AGENT).values_list("item_id", flat=True)
         ),
