@@ -62,7 +62,7 @@ def actor_for_key(raw: str | None) -> Actor:
         raise Unauthorized("Invalid API key") from None
     if key.revoked_at is not None:
         raise Unauthorized("This API key was revoked")
-    if not key.membership.user.is_active:
+    if not key.membership.user.is_active or key.membership.deactivated_at is not None:
         raise Unauthorized("The member this API key belongs to is deactivated")
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
@@ -70,7 +70,7 @@ def actor_for_key(raw: str | None) -> Actor:
     member = key.membership
     return Actor(
         organization_id=member.organization_id,
-        role=member.role,
+        role=key.effective_role,
         user_id=member.user_id,
         api_key_id=key.pk,
         label=key.display,
@@ -96,7 +96,10 @@ def actor_for_membership(member: Membership) -> Actor:
 def key_is_valid(api_key_id: int) -> bool:
     """Whether a key that authenticated earlier may still be used: long streams re-check it."""
     return ApiKey.objects.filter(
-        pk=api_key_id, revoked_at__isnull=True, membership__user__is_active=True
+        pk=api_key_id,
+        revoked_at__isnull=True,
+        membership__user__is_active=True,
+        membership__deactivated_at__isnull=True,
     ).exists()
 
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from console import crypto
+from console import audit, crypto
 from console.access import Actor
 from console.errors import Conflict, Forbidden, Invalid, NotFound
 from console.masking import is_secret_key
@@ -87,6 +87,7 @@ class AgentIn(BaseModel):
     model_api_key: str | None = Field(default=None, max_length=8192)
     output_format: Literal["text", "markdown", "json", "voice"] | None = None
     tool_call_limit: StrictInt | None = Field(default=None, ge=0, le=10_000)
+    max_run_seconds: StrictInt | None = Field(default=None, ge=1, le=86_400)
     graph: list[GraphItemIn] = Field(default_factory=list, max_length=200)
 
     @field_validator("unique_name")
@@ -206,6 +207,38 @@ def _reaches(start: str, target: str) -> bool:
     return False
 
 
+AUDIT_SECRETS = ("model_api_key", "graph_secrets")
+
+
+def audit_view(agent: Agent) -> dict[str, Any]:
+    """The agent's audited fields; the secrets are compared in memory and recorded only as "changed"."""
+    items = list(agent.graph_items.all()) if agent.pk else []
+    return {
+        **{
+            name: getattr(agent, name)
+            for name in (
+                "name",
+                "unique_name",
+                "description",
+                "instructions",
+                "framework",
+                "model_provider",
+                "model_name",
+                "model_base_url",
+                "output_format",
+                "tool_call_limit",
+            )
+        },
+        "max_run_seconds": (agent.settings or {}).get("max_run_seconds"),
+        "model_api_key": agent.get_model_api_key(),
+        "graph": [
+            {"id": i.key, "type": i.type, "item_id": i.item_id, "name": i.name, **i.mcp_settings}
+            for i in items
+        ],
+        "graph_secrets": {i.key: i.secret_settings() for i in items if i.secret_settings_encrypted},
+    }
+
+
 def create_agent(actor: Actor, data: AgentIn) -> Agent:
     _require_admin(actor)
     agent = Agent(organization_id=actor.organization_id)
@@ -215,6 +248,8 @@ def create_agent(actor: Actor, data: AgentIn) -> Agent:
         with transaction.atomic():
             agent.save(force_insert=True)
             _write_graph(actor, agent, data.graph)
+            changes = audit.diff({}, audit_view(agent), AUDIT_SECRETS)
+            audit.record(actor, "agent.created", **_object(agent), changes=changes)
     except IntegrityError:
         raise Conflict(f"An agent with unique_name {agent.unique_name!r} already exists") from None
     return agent
@@ -234,17 +269,28 @@ def _apply(agent: Agent, data: AgentIn, fields: set[str]) -> None:
         agent.output_format = data.output_format or ""
     if "model_api_key" in fields:
         agent.set_model_api_key(data.model_api_key)
+    if "max_run_seconds" in fields:  # kept in settings: no column for a limit most agents leave empty
+        agent.settings = {k: v for k, v in (agent.settings or {}).items() if k != "max_run_seconds"}
+        if data.max_run_seconds:
+            agent.settings["max_run_seconds"] = data.max_run_seconds
+
+
+def _object(agent: Agent) -> dict[str, str]:
+    return {"object_type": "agent", "object_id": agent.id, "object_label": agent.name}
 
 
 def update_agent(actor: Actor, agent: Agent, raw: dict[str, Any], data: AgentIn) -> Agent:
     _require_admin(actor)
     fields = set(raw) & set(AgentIn.model_fields)
+    before = audit_view(agent)
     _apply(agent, data, fields)
     try:
         with transaction.atomic():
             agent.save()
             if "graph" in fields:
                 _write_graph(actor, agent, data.graph)
+            changes = audit.diff(before, audit_view(agent), AUDIT_SECRETS)
+            audit.record(actor, "agent.updated", **_object(agent), changes=changes)
     except IntegrityError:
         raise Conflict(f"An agent with unique_name {agent.unique_name!r} already exists") from None
     return agent
@@ -260,7 +306,10 @@ def delete_agent(actor: Actor, agent: Agent) -> None:
     count = agent.tasks.count()
     if count:
         raise Conflict(f"Agent {agent.id} has {count} tasks; their history would be lost", tasks=count)
-    agent.delete()
+    with transaction.atomic():
+        changes = audit.diff(audit_view(agent), {}, AUDIT_SECRETS)
+        audit.record(actor, "agent.deleted", **_object(agent), changes=changes)
+        agent.delete()
 
 
 def get_agent(actor: Actor, agent_id: str) -> Agent:

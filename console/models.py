@@ -36,6 +36,8 @@ class Organization(models.Model):
     id = models.CharField(primary_key=True, max_length=64, default=new_id, editable=False)
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Days finished tasks are kept; None: settings.TASK_RETENTION_DAYS; 0: kept forever.
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -52,6 +54,8 @@ class Membership(models.Model):
     # The member's one vault identity: their tasks' input.user.id and get_token's {user_id}.
     vault_id = models.CharField(max_length=64, unique=True, default=new_vault_id, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
+    # Deactivated in this organization only (the account may belong to others): no page, no key.
+    deactivated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "user"], name="uniq_membership")]
@@ -83,9 +87,19 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A key may act with less than its member's role (a viewer key of an admin); empty: the member's.
+    role = models.CharField(max_length=16, choices=Role.choices, blank=True, default="")
 
     def __str__(self) -> str:
         return f"{self.prefix}…{self.last4}"
+
+    @property
+    def effective_role(self) -> str:
+        """The lower of the key's role and its member's current role."""
+        member_role = Role(self.membership.role)
+        if not self.role:
+            return member_role.value
+        return min(member_role, Role(self.role), key=ROLE_RANK.__getitem__).value
 
     @property
     def organization(self) -> Organization:
@@ -96,12 +110,13 @@ class ApiKey(models.Model):
         return f"{self.prefix}…{self.last4}"
 
     @classmethod
-    def issue(cls, membership: Membership, name: str = "default") -> tuple[ApiKey, str]:
+    def issue(cls, membership: Membership, name: str = "default", role: str = "") -> tuple[ApiKey, str]:
         """Create a key and return it with the raw secret, which is never stored."""
         raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
         key = cls.objects.create(
             membership=membership,
             name=name,
+            role=role,
             prefix=raw[: len(API_KEY_PREFIX) + 4],
             last4=raw[-4:],
             key_hash=hash_api_key(raw),
@@ -112,6 +127,27 @@ class ApiKey(models.Model):
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+
+
+class Invitation(models.Model):
+    """A single-use, expiring link that makes someone a member: only the token's hash is stored."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(Membership, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} to {self.organization} ({self.role})"
+
+    @property
+    def usable(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > timezone.now()
 
 
 class Framework(models.TextChoices):
@@ -259,3 +295,52 @@ class McpTokenAccess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.outcome} for {self.user_id} on {self.graph_item_key}"
+
+
+class AuditQuerySet(models.QuerySet):
+    """The audit log is append-only: no bulk edit or delete through the product."""
+
+    def update(self, **kwargs: object) -> int:
+        # Deleting a user or key sets its references to NULL (the label stays); nothing else changes.
+        if set(kwargs) <= {"actor_user", "actor_key"} and not any(kwargs.values()):
+            return super().update(**kwargs)
+        raise PermissionError("Audit entries cannot be edited")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise PermissionError("Audit entries cannot be deleted")
+
+
+class AuditEvent(models.Model):
+    """Who changed what, when and from where; written by console.audit in the change's transaction."""
+
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_events"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=254, blank=True, default="")  # kept when the user goes
+    address = models.GenericIPAddressField(null=True, blank=True)
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=32, blank=True, default="")
+    object_id = models.CharField(max_length=200, blank=True, default="")
+    object_label = models.CharField(max_length=200, blank=True, default="")
+    changes = models.JSONField(default=dict, blank=True)  # {field: {"from": old, "to": new}}
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "created_at", "id"], name="audit_org_time")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_label}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise PermissionError("Audit entries cannot be edited")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs) -> tuple[int, dict[str, int]]:
+        raise PermissionError("Audit entries cannot be deleted")

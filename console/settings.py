@@ -181,6 +181,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "console.middleware.ApiPathMiddleware",
+    "console.audit.AuditAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -251,10 +252,16 @@ LOGIN_URL = "/"
 SESSION_COOKIE_AGE = _env_int("SESSION_COOKIE_AGE", 7 * 24 * 3600)
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True  # forms carry the token; no script needs to read the cookie
-CONSOLE_SIGNIN_ATTEMPTS = _env_int(
-    "CONSOLE_SIGNIN_ATTEMPTS", 10
-)  # failed sign-ins per email and address per 15 min
+CONSOLE_SIGNIN_ATTEMPTS = _env_int("CONSOLE_SIGNIN_ATTEMPTS", 10)  # failed sign-ins per email per 15 min
+CONSOLE_SIGNIN_ADDRESS_ATTEMPTS = _env_int("CONSOLE_SIGNIN_ADDRESS_ATTEMPTS", 50)  # ... per client address
 CONSOLE_PAGE_SIZE = _env_int("CONSOLE_PAGE_SIZE", 50)
+# Django's /admin/: off; when on, superusers only (console.admin_site)
+DJANGO_ADMIN = _env_bool("DJANGO_ADMIN")
+CONSOLE_INVITE_HOURS = _env_int("CONSOLE_INVITE_HOURS", 72)  # an invitation link's life
+TASK_MAX_RUN_SECONDS = _env_float("TASK_MAX_RUN_SECONDS", 0.0)  # a built-in run's longest; 0: none
+TASK_RETENTION_DAYS = _env_int("TASK_RETENTION_DAYS", 0)  # finished tasks kept N days; 0: forever
+RETENTION_SWEEP_SECONDS = _env_float("RETENTION_SWEEP_SECONDS", 3600.0)  # how often the worker purges
+CONSOLE_DASHBOARD_CACHE_SECONDS = _env_int("CONSOLE_DASHBOARD_CACHE_SECONDS", 30)  # dashboard figures reused
 CONSOLE_WS_RECHECK_SECONDS = _env_float("CONSOLE_WS_RECHECK_SECONDS", 30.0)  # re-check a socket's member
 SECURE_CSP = {
     "default-src": [CSP.SELF],

@@ -2,18 +2,20 @@
 console at /."""
 
 from django.conf import settings
-from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path, re_path
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
 
-from tasks_app import openapi, rest, rest_agents, rest_platform, sse, uploads
+from console import admin_site
+from tasks_app import openapi, rest, rest_agents, rest_keys, rest_platform, sse, uploads
 
 api = openapi.Api(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
 rest.install_error_handlers(api)
 api.add_router("/v1/agents", rest_agents.router)
+api.add_router("/v1/keys", rest_keys.keys_router)
+api.add_router("/v1/audit", rest_keys.audit_router)
 api.add_router("", rest.router)
 api.add_router("", rest_platform.router)
 
@@ -38,6 +40,6 @@ urlpatterns = [
     re_path(r"^api/(?P<rest_of_path>.*)$", api_not_found),
     path("files/<str:token>/<str:name>", uploads.download, name="upload-file"),
     re_path(r"^static/(?P<path>.+)$", serve, {"document_root": settings.BASE_DIR / "static"}),
-    path("admin/", admin.site.urls),
+    *admin_site.urls(),  # off unless DJANGO_ADMIN=1
     path("", include("console.web.urls")),
 ]

@@ -19,6 +19,7 @@ def _agent_json(agent: Agent) -> dict:
     out["framework"] = agent.framework
     out["model_base_url"] = agent.model_base_url or None
     out["instructions"] = agent.instructions
+    out["max_run_seconds"] = (agent.settings or {}).get("max_run_seconds")
     return out
 
 

@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
+from console import audit
 from console.web.guard import member_page
 from console.web.session import SESSION_ORG, choose_organization
 
@@ -27,6 +28,7 @@ class SignInForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.request = request
         self.user = None
+        self.account = None  # the account the email names, if any: failed sign-ins are recorded on it
         self.fields["email"].widget.attrs.update(autocomplete="username", autofocus=True)
         self.fields["password"].widget.attrs.update(autocomplete="current-password")
 
@@ -36,6 +38,7 @@ class SignInForm(forms.Form):
         if not email or not password:
             return data
         account = get_user_model().objects.filter(email__iexact=email).order_by("pk").first()
+        self.account = account
         user = (
             authenticate(self.request, username=account.get_username(), password=password)
             if account
@@ -47,8 +50,21 @@ class SignInForm(forms.Form):
         return data
 
 
-def _attempts_key(request: HttpRequest, email: str) -> str:
-    return f"signin-fail:{email.strip().lower()}:{request.META.get('REMOTE_ADDR', '')}"
+def _attempts_keys(request: HttpRequest, email: str) -> tuple[str, str]:
+    """Failed sign-ins are counted per account (guessing one password from many addresses) and per
+    address (trying many accounts from one)."""
+    return (
+        f"signin-fail:email:{email.strip().lower()}",
+        f"signin-fail:addr:{request.META.get('REMOTE_ADDR', '')}",
+    )
+
+
+def _throttled(account_failures: int, address_failures: int) -> str | None:
+    if account_failures >= settings.CONSOLE_SIGNIN_ATTEMPTS:
+        return "Too many failed sign-ins for this email. Wait 15 minutes and try again."
+    if address_failures >= getattr(settings, "CONSOLE_SIGNIN_ADDRESS_ATTEMPTS", 50):
+        return "Too many failed sign-ins from your address. Wait 15 minutes and try again."
+    return None
 
 
 def _safe_next(request: HttpRequest, value: str | None) -> str:
@@ -68,21 +84,26 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     form = SignInForm(request, request.POST or None)
     status = 200
     if request.method == "POST":
-        key = _attempts_key(request, request.POST.get("email", ""))
-        failures = cache.get(key, 0)
-        if failures >= settings.CONSOLE_SIGNIN_ATTEMPTS:
+        account_key, address_key = _attempts_keys(request, request.POST.get("email", ""))
+        failures = cache.get(account_key, 0)
+        address_failures = cache.get(address_key, 0)
+        refusal = _throttled(failures, address_failures)
+        if refusal:
             form.is_valid()
             form.errors.clear()
-            form.add_error(None, "Too many failed sign-ins for this email. Wait 15 minutes and try again.")
+            form.add_error(None, refusal)
             status = 429
         elif form.is_valid():
-            cache.delete(key)
+            cache.delete(account_key)  # the address count stays: one's own account never resets it
             login(request, form.user)  # a new session key: no fixation
+            audit.record_sign_in(form.user, succeeded=True)
             request.session.pop(SESSION_ORG, None)
             return redirect(_safe_next(request, next_url))
         else:
             if form.non_field_errors():
-                cache.set(key, failures + 1, 15 * 60)
+                cache.set(account_key, failures + 1, 15 * 60)
+                cache.set(address_key, address_failures + 1, 15 * 60)
+                audit.record_sign_in(form.account, succeeded=False, email=request.POST.get("email", ""))
             status = 400
     return render(request, "account/sign_in.html", {"form": form, "next": next_url or ""}, status=status)
 

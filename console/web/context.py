@@ -21,4 +21,5 @@ def console(request: HttpRequest) -> dict[str, Any]:
             .order_by("organization__name")
         ),
         "can_write": request.actor.can("member"),
+        "can_admin": request.actor.can("admin"),
     }

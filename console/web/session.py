@@ -56,6 +56,8 @@ def signed_in(request_or_scope: HttpRequest | dict[str, Any]) -> Signed:
             session[SESSION_ORG] = member.organization_id
     if not member.user.is_active:  # read fresh: a socket's scope keeps the user it connected with
         raise Unauthorized("This account is deactivated")
+    if member.deactivated_at is not None:
+        raise Unauthorized(f"Your membership of {member.organization.name} is deactivated")
     return Signed(member, actor_for_membership(member))
 
 

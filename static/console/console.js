@@ -267,3 +267,18 @@ const live = document.getElementById("live");
 if (live) taskPage();
 const results = document.querySelector("[data-live-list]");
 if (results) historyPage(results);
+
+// Copy buttons (a new key, graph item ids): copy the text of the element the button names.
+for (const button of document.querySelectorAll("button[data-copy]")) {
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    const source = document.getElementById(button.dataset.copy);
+    try {
+      await navigator.clipboard.writeText(source.value ?? source.textContent);
+      button.textContent = "Copied";
+    } catch {
+      if (source.select) source.select(); // no clipboard permission: select it for Ctrl+C
+      button.textContent = "Press Ctrl+C";
+    }
+  });
+}

@@ -8,6 +8,7 @@ import functools
 from django.db import transaction
 from django.utils import timezone
 
+from console import audit
 from console.access import SYSTEM, Actor
 from console.errors import Conflict, Invalid
 from console.masking import mask
@@ -42,6 +43,7 @@ def stop_task(actor: Actor, task_id: str) -> Task:
         _save(task, "stop_requested_at")
         if not running_here:
             _finish(task, Status.STOPPED, task.result or "Stopped by request", manually=True)
+        audit.record_task(actor, task, "task.stopped")
         children = list(
             Task.objects.filter(parent_id=task.id)
             .exclude(status__in=TERMINAL_STATUSES)
@@ -78,6 +80,7 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
     _require_writer(actor)
     with transaction.atomic():
         task = _locked_task(actor, task_id)
+        before = audit.task_fields(task)
         changed: list[str] = []
         if "internal_status" in fields:
             changed += _set_internal_status(task, data.internal_status, actor)
@@ -101,6 +104,7 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
             # A stop through update is a stop: it cancels the run and its sub-agent tasks.
             if changed:
                 _append_events(task, [("task_updated", _snapshot(task))])
+                audit.record_task(actor, task, "task.updated", before)
             return stop_task(actor, task.id)
         if new_status in TERMINAL_STATUSES:
             if new_status == Status.COMPLETED and task.result:
@@ -119,6 +123,7 @@ def update_task(actor: Actor, task_id: str, data: TaskUpdateIn, *, fields: set[s
             _append_events(task, [("task_updated", _snapshot(task))])
         elif changed:
             _append_events(task, [("task_updated", _snapshot(task))])
+        audit.record_task(actor, task, "task.updated", before)
     return task
 
 

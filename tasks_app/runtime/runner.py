@@ -20,7 +20,7 @@ from console.masking import mask
 from console.models import Agent, GraphItem
 from tasks_app import actions
 from tasks_app.models import Status, Task
-from tasks_app.runtime import failures, llm, mapping, mcp, outbound, prompt, subagents
+from tasks_app.runtime import failures, limits, llm, mapping, mcp, outbound, prompt, subagents
 from tasks_app.runtime.failures import TaskFailure
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,18 @@ async def run_turn(task_id: str, worker_id: str) -> None:
     sink = EventSink(task_id, state.secrets, worker_id)
     status, result = Status.COMPLETED, None
     usage: dict[str, int] = {}
+    limit = limits.max_run_seconds(agent)
+    deadline = asyncio.timeout(limit)
     try:
-        output, usage = await _run(state, sink, history)
+        async with deadline:
+            output, usage = await _run(state, sink, history)
         status, result = Status.COMPLETED, output
+    except TimeoutError as exc:
+        if not deadline.expired():  # a timeout of the model or a tool, not of the run
+            status, result = failures.classify(exc, task, state.secrets)
+        else:
+            sink.write(mapping.aborted(state.calls))
+            status, result = Status.STOPPED, limits.stopped_message(limit)
     except asyncio.CancelledError as cancelled:
         if SHUTDOWN in cancelled.args:  # the worker is going away: hand the task back, do not stop it
             await sink.close()

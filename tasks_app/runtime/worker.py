@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from console.models import Framework
-from tasks_app import actions, bus, dispatch
+from tasks_app import actions, actions_retention, bus, dispatch
 from tasks_app.models import Status, Task
 from tasks_app.runtime.runner import SHUTDOWN, run_turn
 
@@ -50,6 +50,7 @@ class WorkerPool:
         self._hints = asyncio.Queue()
         dispatch.register(self)
         self._loops = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._reap_loop())]
+        self._loops.append(asyncio.create_task(self._retention_loop()))
         log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
 
     async def stop(self) -> None:
@@ -147,6 +148,15 @@ class WorkerPool:
                     self.submit(task_id)
             except Exception:
                 log.exception("reaper pass failed")
+
+    async def _retention_loop(self) -> None:
+        """Purge tasks past their organization's retention now and then (off unless configured)."""
+        while True:
+            await asyncio.sleep(settings.RETENTION_SWEEP_SECONDS)
+            try:
+                await sync_to_async(actions_retention.purge_expired)()
+            except Exception:
+                log.exception("retention pass failed")
 
 
 _embedded: WorkerPool | None = None
