@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from console import crypto
@@ -74,7 +74,12 @@ def store(organization_id: str, owner: Owner, graph_item_key: str, token: str, s
         member_id=owner.member_id,
         external_user_id="" if owner.is_member else owner.external_id,
         graph_item_key=graph_item_key,
-        defaults={"token_encrypted": crypto.encrypt(token), "source": source, "expires_at": None},
+        defaults={
+            "token_encrypted": crypto.encrypt(token),
+            "source": source,
+            "expires_at": None,
+            "last4": token[-4:],
+        },
     )
 
 
@@ -88,13 +93,24 @@ def hold_task_tokens(agent: Agent, owner: Owner, tokens: dict[str, Any]) -> None
             store(agent.organization_id, owner, key, value, source="task")
 
 
-def tokens_for(organization_id: str, owner: Owner, keys: list[str]) -> dict[str, str]:
-    """The owner's stored, unexpired tokens for these graph item keys, in one query."""
+def usable_rows(organization_id: str, owner: Owner, keys: list[str]) -> list[UserToken]:
+    """The owner's connections for these keys, refreshed first when due; expired or failed ones left out."""
+    from console import oauth
+
     if not owner or not keys:
-        return {}
-    rows = owner.rows(organization_id).filter(graph_item_key__in=keys)
-    rows = rows.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
-    return {row.graph_item_key: row.reveal() for row in rows}
+        return []
+    rows = list(owner.rows(organization_id).filter(graph_item_key__in=keys, needs_signin=False))
+    rows = [(oauth.refresh(row.pk) or row) if oauth.due(row) else row for row in rows]
+    now = timezone.now()
+    usable = [r for r in rows if not r.needs_signin and (r.expires_at is None or r.expires_at > now)]
+    if usable:
+        UserToken.objects.filter(pk__in=[r.pk for r in usable]).update(last_used_at=now)
+    return usable
+
+
+def tokens_for(organization_id: str, owner: Owner, keys: list[str]) -> dict[str, str]:
+    """The owner's usable tokens for these graph item keys (refreshing those about to expire)."""
+    return {row.graph_item_key: row.reveal() for row in usable_rows(organization_id, owner, keys)}
 
 
 def token_for(organization_id: str, owner: Owner, item: GraphItem) -> str | None:
