@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx2
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.core import signing
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from mcp.client.auth import OAuthFlowError, OAuthRegistrationError
@@ -270,6 +271,7 @@ def start(
     redirect_uri: str,
     session_key: str = "",
     step_up_scope: str | None = None,
+    link_nonce: str | None = None,
 ) -> str:
     """Begin a sign-in for `owner` on an MCP graph item: the authorization server URL to send them to."""
     if not owner:
@@ -288,22 +290,26 @@ def start(
     )
     verifier, challenge = pkce_pair()
     state = secrets.token_urlsafe(32)
-    OAuthFlow.objects.create(
-        state_hash=hash_state(state),
-        organization_id=organization_id,
-        member_id=owner.member_id,
-        external_user_id="" if owner.is_member else owner.external_id,
-        graph_item=item,
-        session_hash=hash_state(session_key) if session_key else "",
-        code_verifier_encrypted=crypto.encrypt(verifier),
-        client_id=client.client_id,
-        client_secret_encrypted=client.client_secret_encrypted,
-        redirect_uri=redirect_uri,
-        resource=found.resource,
-        scopes=scopes or "",
-        server_metadata=found.metadata.model_dump(mode="json", exclude_none=True),
-        expires_at=timezone.now() + timedelta(seconds=settings.SIGNIN_FLOW_SECONDS),
-    )
+    try:
+        _new_flow(
+            link_nonce,
+            state_hash=hash_state(state),
+            organization_id=organization_id,
+            member_id=owner.member_id,
+            external_user_id="" if owner.is_member else owner.external_id,
+            graph_item=item,
+            session_hash=hash_state(session_key) if session_key else "",
+            code_verifier_encrypted=crypto.encrypt(verifier),
+            client_id=client.client_id,
+            client_secret_encrypted=client.client_secret_encrypted,
+            redirect_uri=redirect_uri,
+            resource=found.resource,
+            scopes=scopes or "",
+            server_metadata=found.metadata.model_dump(mode="json", exclude_none=True),
+            expires_at=timezone.now() + timedelta(seconds=settings.SIGNIN_FLOW_SECONDS),
+        )
+    except IntegrityError:
+        raise SignInError("This sign-in link was already used: ask for a new one") from None
     query = {
         "response_type": "code",
         "client_id": client.client_id,
@@ -316,6 +322,11 @@ def start(
     if scopes:
         query["scope"] = scopes
     return f"{found.metadata.authorization_endpoint}?{urlencode(query)}"
+
+
+def _new_flow(link_nonce: str | None, **values: Any) -> OAuthFlow:
+    with transaction.atomic():
+        return OAuthFlow.objects.create(link_nonce=link_nonce, **values)
 
 
 def _granted_scopes(organization_id: str, owner: Owner, item: GraphItem) -> str | None:
@@ -549,3 +560,57 @@ async def _token_endpoint(issuer: str) -> str:
     except (httpx2.HTTPError, outbound.OutboundRefused, OSError) as exc:
         raise _refusal(exc, f"The authorization server {issuer}") from None
     raise SignInError(f"The authorization server {issuer} publishes no metadata")
+
+
+# ---- signed sign-in links -------------------------------------------------------------------------
+
+LINK_SALT = "console.oauth.signin-link"
+LINK_PATH = "/connections/signin/"
+
+
+@dataclass(frozen=True)
+class Link:
+    """What a signed sign-in link names: whose connection to which graph item, and its nonce."""
+
+    organization_id: str
+    owner: Owner
+    item: GraphItem
+    nonce: str
+
+
+def signin_link(organization_id: str, owner: Owner, item: GraphItem, base: str = "") -> str:
+    """A signed, expiring link that starts one sign-in for this (organization, owner, graph item).
+
+    It needs no console session, so an end user named by a service key can follow it; a member's
+    link is also checked against the signed-in member.
+    """
+    payload = {
+        "o": organization_id,
+        "m": owner.member_id,
+        "e": "" if owner.is_member else owner.external_id,
+        "i": item.pk,
+        "n": secrets.token_urlsafe(16),
+    }
+    token = signing.dumps(payload, salt=LINK_SALT, compress=True)
+    return f"{public_url(base)}{LINK_PATH}{token}/"
+
+
+def open_link(token: str) -> Link:
+    """The link's contents, or SignInError (400) for a forged, expired or already used link."""
+    try:
+        payload = signing.loads(token, salt=LINK_SALT, max_age=settings.SIGNIN_WAIT_SECONDS)
+    except signing.SignatureExpired:
+        raise SignInError("This sign-in link expired: ask for a new one") from None
+    except signing.BadSignature:
+        raise SignInError("This sign-in link is not valid") from None
+    if OAuthFlow.objects.filter(link_nonce=payload["n"]).exists():
+        raise SignInError("This sign-in link was already used: ask for a new one")
+    item = (
+        GraphItem.objects.select_related("agent")
+        .filter(pk=payload["i"], agent__organization_id=payload["o"])
+        .first()
+    )
+    if item is None:
+        raise SignInError("This sign-in link names an MCP server that no longer exists", 404)
+    owner = Owner(member_id=payload["m"]) if payload["m"] else Owner(external_id=payload["e"])
+    return Link(payload["o"], owner, item, payload["n"])

@@ -64,8 +64,10 @@ class OAuthFlow(models.Model):
     member = models.ForeignKey("console.Membership", null=True, blank=True, on_delete=models.CASCADE)
     external_user_id = models.CharField(max_length=200, blank=True, default="")
     graph_item = models.ForeignKey("console.GraphItem", on_delete=models.CASCADE, related_name="oauth_flows")
-    # Hash of the session key that started it; empty when a signed sign-in link started it.
+    # Hash of the session key that started it: the callback must come back to the same session.
     session_hash = models.CharField(max_length=64, blank=True, default="")
+    # The signed sign-in link that started it, if any: a link starts one flow only.
+    link_nonce = models.CharField(max_length=64, null=True, blank=True, unique=True)
     code_verifier_encrypted = models.TextField()
     client_id = models.CharField(max_length=500)
     client_secret_encrypted = models.TextField(blank=True, default="")

@@ -113,6 +113,17 @@ def tokens_for(organization_id: str, owner: Owner, keys: list[str]) -> dict[str,
     return {row.graph_item_key: row.reveal() for row in usable_rows(organization_id, owner, keys)}
 
 
+def renew(organization_id: str, owner: Owner, graph_item_key: str, rejected: str) -> str | None:
+    """After a server refused `rejected`: the connection's refreshed token (one refresh for all), or None."""
+    from console import oauth
+
+    row = owner.rows(organization_id).filter(graph_item_key=graph_item_key).first() if owner else None
+    if row is None or not row.refresh_token_encrypted:
+        return None
+    row = oauth.refresh(row.pk, rejected_token=rejected)
+    return row.reveal() if row is not None and not row.needs_signin else None
+
+
 def token_for(organization_id: str, owner: Owner, item: GraphItem) -> str | None:
     """The owner's stored, unexpired token for this graph item, or None."""
     return tokens_for(organization_id, owner, [item.key]).get(item.key)

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+from asgiref.sync import sync_to_async
 
+from console import oauth, vault
 from console.models import GraphItem
 from tasks_app.models import ActivityKind
 from tasks_app.runtime import outbound
@@ -39,10 +41,16 @@ class BearerAuth(httpx2.Auth):
 
 @dataclass(frozen=True)
 class Credentials:
-    """A run's MCP credentials, read once: the task's user tokens and the vault's, by item key."""
+    """A run's MCP credentials, read once: the task's user tokens and the vault's, by item key.
+
+    `organization_id` and `owner` name whose vault they came from: a 401 on a stored token is
+    refreshed once, and a person who can sign in is asked to (the task pauses).
+    """
 
     task_tokens: dict[str, Any]
     stored: dict[str, str]
+    organization_id: str = ""
+    owner: vault.Owner = vault.NOBODY
 
     def for_item(self, item: GraphItem) -> tuple[str | None, dict[str, str]]:
         """(bearer token, extra headers) for an MCP graph item: the task's token, else a stored one."""
@@ -59,10 +67,108 @@ class Credentials:
         return secret.get("api_key"), headers
 
 
+class SignInNeeded(Exception):
+    """The task's user must sign in to an MCP server before the turn can run: the task pauses."""
+
+    def __init__(self, graph_item_key: str, event: dict[str, Any]) -> None:
+        super().__init__(event["data"]["message"])
+        self.graph_item_key = graph_item_key
+        self.event = event
+
+
+async def _renewed(credentials: Credentials, item: GraphItem, rejected: str | None) -> str | None:
+    """A refreshed vault token after the server refused `rejected` (once per run), else None."""
+    if not rejected or credentials.stored.get(item.key) != rejected:
+        return None  # the task's own token, or none: nothing of ours to refresh
+    fresh = await sync_to_async(vault.renew)(
+        credentials.organization_id, credentials.owner, item.key, rejected
+    )
+    return fresh if fresh and fresh != rejected else None
+
+
+async def _signin_event(credentials: Credentials, item: GraphItem, url: str, server_name: str) -> dict | None:
+    """The login_required event for a person who can sign in to this server, or None when nobody can."""
+    if not credentials.owner or isinstance(credentials.task_tokens.get(item.key), (str, dict)):
+        return None
+    try:
+        await oauth.discover(url)
+    except oauth.SignInError:
+        return None
+    link = await sync_to_async(oauth.signin_link)(credentials.organization_id, credentials.owner, item)
+    data = {
+        "message": f"{server_name} needs you to sign in; the task waits for it",
+        "server_url": url,
+        "server_name": server_name,
+        "login_url": link,
+    }
+    return {"type": "login_required", "data": data}
+
+
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """One TLS context for every MCP connection: loading the CA bundle per run cost ~80 ms of CPU."""
     return ssl.create_default_context()
+
+
+async def _open_as_user(
+    item: GraphItem,
+    where: tuple[str, str],
+    token: str | None,
+    headers: dict[str, str],
+    credentials: Credentials,
+    secrets: list[str],
+    stack: contextlib.AsyncExitStack,
+) -> tuple[tuple[Any, list[Any]] | None, int]:
+    """Open with the user's token, and on a 401/403 once more with a refreshed vault token.
+
+    Returns ((toolset, tools), 0), or (None, the refusal's HTTP status).
+    """
+    try:
+        return await _open(item, where, token, headers, stack), 0
+    except McpAuthFailed as refused:
+        fresh = await _renewed(credentials, item, token)
+        if fresh is None:
+            return None, refused.status
+    secrets.append(fresh)
+    try:
+        return await _open(item, where, fresh, headers, stack), 0
+    except McpAuthFailed as refused:
+        return None, refused.status
+
+
+async def _open(
+    item: GraphItem,
+    where: tuple[str, str],
+    token: str | None,
+    headers: dict[str, str],
+    stack: contextlib.AsyncExitStack,
+) -> tuple[Any, list[Any]]:
+    """One MCP connection and its tools; McpAuthFailed on 401/403, TaskFailure when unreachable."""
+    from pydantic_ai.mcp import MCPToolset
+
+    url, server_name = where
+    # One guarded client per server and run: its cookies are this user's only.
+    http = outbound.client(
+        headers=headers or None, verify=tls_context(), timeout=httpx2.Timeout(30.0, read=300.0)
+    )
+    stack.push_async_callback(http.aclose)
+    toolset = MCPToolset(
+        url,
+        id=f"mcp-{slug(item.key)}",
+        auth=BearerAuth(token),
+        http_client=http,
+        tool_error_behavior="failed",
+    )
+    try:
+        await stack.enter_async_context(toolset)
+        return toolset, await toolset.list_tools()
+    except Exception as exc:
+        cause = cause_of(exc, McpAuthFailed)
+        if cause is not None:
+            raise cause from None
+        refused = outbound.refusal_in(exc)
+        reason = str(refused) if refused else f"is unreachable ({remote_error(exc)})"
+        raise TaskFailure(f"MCP server {server_name} ({url}) {reason}") from None
 
 
 async def connect(
@@ -76,10 +182,9 @@ async def connect(
     """Connect each MCP server as the task's user; sign-in problems become auth events, not crashes.
 
     The tokens used are added to `secrets` (masked like the task's), each tool is mapped to its
-    graph item in `calls`, and the connections close with `stack`.
+    graph item in `calls`, and the connections close with `stack`. A person who can sign in to a
+    server they are not connected to raises SignInNeeded (the task pauses) before any model request.
     """
-    from pydantic_ai.mcp import MCPToolset
-
     ready = []
     for item in items:
         if item.type != "mcp":
@@ -92,40 +197,25 @@ async def connect(
             await outbound.check_url(url)
         except outbound.OutboundRefused as exc:
             raise TaskFailure(f"MCP server {server_name} ({url}): {exc}") from None
-        # One guarded client per server and run: its cookies are this user's only.
-        http = outbound.client(
-            headers=headers or None, verify=tls_context(), timeout=httpx2.Timeout(30.0, read=300.0)
+        opened, status = await _open_as_user(
+            item, (url, server_name), token, headers, credentials, secrets, stack
         )
-        stack.push_async_callback(http.aclose)
-        toolset = MCPToolset(
-            url,
-            id=f"mcp-{slug(item.key)}",
-            auth=BearerAuth(token),
-            http_client=http,
-            tool_error_behavior="failed",
-        )
-        try:
-            await stack.enter_async_context(toolset)
-            tools = await toolset.list_tools()
-        except Exception as exc:
-            cause = cause_of(exc, McpAuthFailed)
-            if cause is None:
-                refused = outbound.refusal_in(exc)
-                reason = str(refused) if refused else f"is unreachable ({remote_error(exc)})"
-                raise TaskFailure(f"MCP server {server_name} ({url}) {reason}") from None
-            kind = "login_required" if mcp.get("auth_type") == "oauth2" and not token else "token_issue"
+        if opened is None:
+            signin = await _signin_event(credentials, item, url, server_name)
+            if signin is not None:
+                raise SignInNeeded(item.key, signin)
+            kind = "token_issue"  # nobody can sign in here: the task runs without this server
             message = (
-                f"{server_name} needs you to sign in"
+                f"{server_name} needs you to sign in, which this task cannot ask for; running without it"
                 if not token
-                else f"{server_name} rejected the token (HTTP {cause.status})"
+                else f"{server_name} rejected the token (HTTP {status}); running without it"
             )
             data = {"message": message, "server_url": url, "server_name": server_name}
-            if kind == "login_required":
-                kind = "token_issue"  # no sign-in URL until the vault's OAuth flow exists
             sink.event(
                 "auth_event", {"type": kind, "data": data}, (ActivityKind.AUTH, {"type": kind, "data": data})
             )
             continue
+        toolset, tools = opened
         allowed = set(mcp.get("allowed_tools") or [])
         for tool in tools:
             calls.items[tool.name] = item.key

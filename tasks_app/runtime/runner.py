@@ -16,8 +16,9 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from console import vault
 from console.models import Agent, GraphItem
-from tasks_app import actions
+from tasks_app import actions, actions_signin
 from tasks_app.masking import mask
 from tasks_app.models import Status, Task
 from tasks_app.runtime import failures, llm, mapping, mcp, outbound, prompt, subagents
@@ -84,7 +85,7 @@ async def run_turn(task_id: str, worker_id: str) -> None:
         task,
         agent,
         items,
-        mcp.Credentials(tokens, stored),
+        mcp.Credentials(tokens, stored, task.organization_id, vault.owner_of(task)),
         _secrets(agent, tokens, items) + list(stored.values()),
     )
     sink = EventSink(task_id, state.secrets, worker_id)
@@ -104,6 +105,12 @@ async def run_turn(task_id: str, worker_id: str) -> None:
             task_id, Status.STOPPED, "Stopped by request", worker_id=worker_id, used_tools=state.calls.used
         )
         raise
+    except mcp.SignInNeeded as needed:  # paused until its user signs in (or stopped meanwhile)
+        await sink.close()
+        await actions_signin.apause_for_signin(
+            task_id, worker_id, state.credentials.owner, needed.graph_item_key, needed.event
+        )
+        return
     except TaskFailure as exc:
         status, result = exc.status, exc.message
     except llm.ModelConfigError as exc:

@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from console.models import Framework
-from tasks_app import actions, bus, dispatch
+from tasks_app import actions, actions_signin, bus, dispatch
 from tasks_app.models import Status, Task
 from tasks_app.runtime.runner import SHUTDOWN, run_turn
 
@@ -145,6 +145,7 @@ class WorkerPool:
             try:
                 for task_id in await actions.arequeue_expired(settings.WORKER_MAX_ATTEMPTS):
                     self.submit(task_id)
+                await actions_signin.afail_expired_waits()  # paused tasks nobody signed in for
             except Exception:
                 log.exception("reaper pass failed")
 
