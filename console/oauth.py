@@ -614,3 +614,31 @@ def open_link(token: str) -> Link:
         raise SignInError("This sign-in link names an MCP server that no longer exists", 404)
     owner = Owner(member_id=payload["m"]) if payload["m"] else Owner(external_id=payload["e"])
     return Link(payload["o"], owner, item, payload["n"])
+
+
+def login_url_for(
+    organization_id: str,
+    owner: Owner,
+    agent: Any,
+    details: dict[str, Any],
+    generate: bool | None,
+    base: str = "",
+) -> str | None:
+    """For get_token: a sign-in link when this person has no usable token and can sign in.
+
+    "" while the SDK polls (generate_login_url=false: keep answering login_required); None when a
+    sign-in cannot be offered (not asked for, nobody, an unknown server, a token exists, or no
+    discoverable sign-in).
+    """
+    from console import vault
+
+    item = vault.match_item(agent, details) if owner and generate is not None else None
+    if item is None or vault.token_for(organization_id, owner, item):
+        return None
+    if not generate:
+        return "" if (item.mcp_settings.get("auth_type") or "none") != "none" else None
+    try:
+        async_to_sync(discover)(item.mcp_settings.get("url") or "")
+    except SignInError:
+        return None
+    return signin_link(organization_id, owner, item, base)

@@ -150,11 +150,13 @@ def get_token_response(
     user_id: str,
     owner: Owner,
     details: dict[str, Any],
+    login_url: str | None = None,
 ) -> dict[str, Any]:
     """Answer the SDK's POST /mcp_auth/{agent_id}/{user_id}/get_token (xpander-wire.md section 6).
 
     `owner` is whose token the caller may have for `user_id`: NOBODY when it may not, which answers
     exactly as a user with no token does, so a refusal tells nothing about what is stored.
+    `login_url` (a sign-in link, or "" while the SDK polls) makes "no token" a `login_required`.
     """
     item = match_item(agent, details)
     server_url = details.get("url") or (item.mcp_settings.get("url") if item else "") or ""
@@ -175,6 +177,11 @@ def get_token_response(
             response = {
                 "type": "token_ready",
                 "data": {"access_token": token, "server_url": server_url, "server_name": server_name},
+            }
+        elif login_url is not None:
+            response = {
+                "type": "login_required",
+                "data": {"url": login_url, "server_url": server_url, "server_name": server_name},
             }
         elif auth_type == "none":
             response = {

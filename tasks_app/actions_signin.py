@@ -59,7 +59,7 @@ def pause_for_signin(
                 "external_user_id": "" if owner.is_member else owner.external_id,
                 "graph_item_key": graph_item_key,
                 "server_name": str(data.get("server_name", ""))[:200],
-                "signin_url": str(data.get("login_url", ""))[:1000],
+                "signin_url": str(data.get("url", ""))[:1000],
                 "since": timezone.now(),
                 "deadline": timezone.now() + timedelta(seconds=settings.SIGNIN_WAIT_SECONDS),
             },

@@ -89,7 +89,7 @@ def test_a_task_of_an_unconnected_member_pauses_with_a_sign_in_link_and_resumes_
     assert paused.status == "paused" and scripted_model.requests == []  # before any model request
     auth = [d for t, d in events(task["id"]) if t == "auth_event"]
     assert auth[-1]["type"] == "login_required" and auth[-1]["data"]["server_name"] == "Tools"
-    assert oauth.LINK_PATH in auth[-1]["data"]["login_url"]
+    assert oauth.LINK_PATH in auth[-1]["data"]["url"]
     assert ActivityEntry.objects.filter(task_id=task["id"], kind="auth").count() == 1
     assert [w.task_id for w in actions_signin.waiting(alice.org.id, owner(alice))] == [task["id"]]
 

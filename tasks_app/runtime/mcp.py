@@ -99,7 +99,7 @@ async def _signin_event(credentials: Credentials, item: GraphItem, url: str, ser
         "message": f"{server_name} needs you to sign in; the task waits for it",
         "server_url": url,
         "server_name": server_name,
-        "login_url": link,
+        "url": link,  # the wire's name for the sign-in URL (xpander-wire.md 4.3)
     }
     return {"type": "login_required", "data": data}
 
