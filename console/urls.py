@@ -9,12 +9,13 @@ from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
 
-from console import rest_agents
+from console import rest_agents, rest_connections
 from tasks_app import openapi, rest, rest_backend, sse, uploads
 
 api = openapi.Api(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
 rest.install_error_handlers(api)
 api.add_router("/v1/agents", rest_agents.router)
+api.add_router("/v1/connections", rest_connections.router)
 api.add_router("", rest.router)
 api.add_router("", rest_backend.router)
 
