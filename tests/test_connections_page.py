@@ -124,3 +124,12 @@ def test_a_tampered_link_and_another_members_link_are_refused(server, alice, bob
     assert signed_in(bob).get(link).status_code == 403
     assert signed_in(alice).get(link).status_code == 200
     assert signed_in(alice).get(link[:-3] + "xx/").status_code == 400
+
+
+def test_new_task_says_which_servers_are_not_connected_before_the_task_exists(alice, mcp_server):
+    item = oauth_item(alice.org, mcp_server.url, auth_type="api_key")
+    browser = signed_in(alice)
+    page = browser.get("/tasks/new/").content.decode()
+    assert "Connect before you start" in page and f'data-agent="{item.agent_id}"' in page and "Tools" in page
+    browser.post(f"/connections/{item.pk}/paste/", {"token": "tok-alice"})
+    assert "Connect before you start" not in browser.get("/tasks/new/").content.decode()

@@ -261,3 +261,23 @@ def client_metadata_document(request: HttpRequest) -> JsonResponse:
     base = oauth.public_url(f"{request.scheme}://{request.get_host()}")
     body = oauth.client_metadata(base + oauth.CALLBACK_PATH).model_dump(mode="json", exclude_none=True)
     return JsonResponse({"client_id": base + oauth.METADATA_DOCUMENT_PATH, **body})
+
+
+def missing_by_agent(member) -> list[tuple[str, str, list[str]]]:
+    """Pre-flight for /tasks/new/: (agent id, agent name, servers the member has not connected).
+
+    Servers that need no user token (auth_type none) are left out; so are connections that work.
+    """
+    owner = vault.Owner(member_id=member.pk)
+    usable = set(
+        owner.rows(member.organization_id).filter(needs_signin=False).values_list("graph_item_key", flat=True)
+    )
+    out: dict[str, tuple[str, str, list[str]]] = {}
+    items = GraphItem.objects.filter(
+        agent__organization_id=member.organization_id, type="mcp"
+    ).select_related("agent")
+    for item in items.order_by("agent__name", "position", "id"):
+        if (item.mcp_settings.get("auth_type") or "none") == "none" or item.key in usable:
+            continue
+        out.setdefault(item.agent_id, (item.agent_id, item.agent.name, []))[2].append(_name(item))
+    return list(out.values())
