@@ -171,3 +171,20 @@ def test_two_members_tasks_call_the_same_server_as_themselves(alice, bob, agent,
     async_to_sync(both)()
     assert {Task.objects.get(pk=t["id"]).status for t in (first, second)} == {"completed"}
     assert sorted(server.calls) == [("whoami", "alice"), ("whoami", "bob")]
+
+
+def test_a_token_that_expires_mid_run_is_refreshed_once_and_the_call_retried(
+    alice, agent, server, scripted_model
+):
+    connect(server, alice)
+    server.on_hold = server.provider.expire_all  # the token dies while the task is busy
+    scripted_model.set_script(
+        [Turn.tool("whoami", {}), Turn.tool("hold", {}), Turn.tool("whoami", {}), Turn.reply("ok")]
+    )
+    task = alice.post(f"/api/agent-execution/{agent.id}", create_body("go")).json()
+    done = run(task["id"])
+    assert done.status == "completed", done.result
+    assert server.calls == [("whoami", "alice"), ("hold", None), ("whoami", "alice")]
+    assert server.provider.refreshes == 1
+    results = [d for t, d in events(task["id"]) if t == "tool_call_result"]
+    assert not any(r.get("is_error") for r in results)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ssl
-from collections.abc import Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,17 +24,42 @@ from tasks_app.runtime import outbound
 from tasks_app.runtime.failures import McpAuthFailed, TaskFailure, cause_of, remote_error
 from tasks_app.runtime.mapping import ToolCalls, slug
 
+Renew = Callable[[str], Awaitable[str | None]]
+
 
 class BearerAuth(httpx2.Auth):
-    """Sends the user's token and turns a 401/403 into McpAuthFailed (the MCP client would hide it)."""
+    """Sends the user's token and turns a 401/403 into McpAuthFailed (the MCP client would hide it).
 
-    def __init__(self, token: str | None) -> None:
+    With `renew`, a 401 is answered once by a refreshed token and the request is sent again, at
+    connect time as mid-run (a token that expires during a long task).
+    """
+
+    requires_request_body = True  # a request retried after a refresh is sent again whole
+
+    def __init__(self, token: str | None, renew: Renew | None = None) -> None:
         self.token = token
+        self.renew = renew
 
     def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
         if self.token:
             request.headers["Authorization"] = f"Bearer {self.token}"
         response = yield request
+        if response.status_code in (401, 403):
+            raise McpAuthFailed(response.status_code)
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        if self.token:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+        response = yield request
+        if response.status_code == 401 and self.token and self.renew is not None:
+            await response.aread()
+            fresh = await self.renew(self.token)
+            if fresh:
+                self.token = fresh
+                request.headers["Authorization"] = f"Bearer {fresh}"
+                response = yield request
         if response.status_code in (401, 403):
             raise McpAuthFailed(response.status_code)
 
@@ -110,36 +135,22 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-async def _open_as_user(
-    item: GraphItem,
-    where: tuple[str, str],
-    token: str | None,
-    headers: dict[str, str],
-    credentials: Credentials,
-    secrets: list[str],
-    stack: contextlib.AsyncExitStack,
-) -> tuple[tuple[Any, list[Any]] | None, int]:
-    """Open with the user's token, and on a 401/403 once more with a refreshed vault token.
+def _renewer(credentials: Credentials, item: GraphItem, secrets: list[str]) -> Renew:
+    """Refresh this run's vault token for an item after a 401; the new token is masked like the old."""
 
-    Returns ((toolset, tools), 0), or (None, the refusal's HTTP status).
-    """
-    try:
-        return await _open(item, where, token, headers, stack), 0
-    except McpAuthFailed as refused:
-        fresh = await _renewed(credentials, item, token)
-        if fresh is None:
-            return None, refused.status
-    secrets.append(fresh)
-    try:
-        return await _open(item, where, fresh, headers, stack), 0
-    except McpAuthFailed as refused:
-        return None, refused.status
+    async def renew(rejected: str) -> str | None:
+        fresh = await _renewed(credentials, item, rejected)
+        if fresh:
+            secrets.append(fresh)
+        return fresh
+
+    return renew
 
 
 async def _open(
     item: GraphItem,
     where: tuple[str, str],
-    token: str | None,
+    auth: BearerAuth,
     headers: dict[str, str],
     stack: contextlib.AsyncExitStack,
 ) -> tuple[Any, list[Any]]:
@@ -155,7 +166,7 @@ async def _open(
     toolset = MCPToolset(
         url,
         id=f"mcp-{slug(item.key)}",
-        auth=BearerAuth(token),
+        auth=auth,
         http_client=http,
         tool_error_behavior="failed",
     )
@@ -197,9 +208,11 @@ async def connect(
             await outbound.check_url(url)
         except outbound.OutboundRefused as exc:
             raise TaskFailure(f"MCP server {server_name} ({url}): {exc}") from None
-        opened, status = await _open_as_user(
-            item, (url, server_name), token, headers, credentials, secrets, stack
-        )
+        auth = BearerAuth(token, _renewer(credentials, item, secrets))
+        try:
+            opened, status = await _open(item, (url, server_name), auth, headers, stack), 0
+        except McpAuthFailed as refused:
+            opened, status = None, refused.status
         if opened is None:
             signin = await _signin_event(credentials, item, url, server_name)
             if signin is not None:

@@ -18,7 +18,8 @@ form (the Playwright test clicks it); `approve()` does the same over HTTP and re
 to the client's callback (with `code`, `state` and `iss`). Knobs, set before or between tests:
 `access_ttl` (seconds), `s256` (advertise S256 PKCE), `dcr` (offer registration), `cimd`,
 `iss_supported`, `wrong_resource` (issue tokens for another resource), `refresh_delay` (seconds a
-refresh takes), `fail_refresh` (answer refreshes `invalid_grant`).
+refresh takes), `fail_refresh` (answer refreshes `invalid_grant`). Tools: `whoami` (the token's
+subject) and `hold` (calls `on_hold`, then waits for `gate`, which is open unless cleared).
 """
 
 from __future__ import annotations
@@ -245,6 +246,9 @@ class OAuthMCP:
         self.cimd = False
         self.iss_supported = True
         self.calls: list[tuple[str, str | None]] = []
+        self.gate = threading.Event()  # `hold` calls wait for it
+        self.gate.set()
+        self.on_hold: Any = None  # called by each `hold` call as it starts
         self._as_sock, self._mcp_sock = _listen(), _listen()
         self.issuer = f"http://127.0.0.1:{self._as_sock.getsockname()[1]}"
         self.mcp_base = f"http://127.0.0.1:{self._mcp_sock.getsockname()[1]}"
@@ -335,6 +339,16 @@ class OAuthMCP:
             user = token.subject if token else None
             self.calls.append(("whoami", user))
             return user or "anonymous"
+
+        @server.tool()
+        async def hold() -> str:
+            """Wait until the test opens the gate (a long-running step of a task)."""
+            self.calls.append(("hold", None))
+            if self.on_hold is not None:
+                self.on_hold()
+            while not self.gate.is_set():
+                await asyncio.sleep(0.01)
+            return "held"
 
         app = server.streamable_http_app(streamable_http_path="/mcp", json_response=True, host="127.0.0.1")
         prm = create_protected_resource_routes(
