@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 
 from console.models import McpTokenAccess, UserToken
+from tests.test_connections_page import authorize_url
 from tests.test_oauth_signin import oauth_item
 from tests.tools.oauth_server import OAuthMCP
 
@@ -38,7 +39,7 @@ def test_an_end_user_signs_in_from_the_login_url_while_the_sdk_polls(server, ali
     browser = Client()  # the end user: no console session
     path = urlsplit(link).path
     started = browser.post(path)
-    callback = urlsplit(server.approve(started["Location"], "eve"))
+    callback = urlsplit(server.approve(authorize_url(started), "eve"))
     assert browser.get(f"{callback.path}?{callback.query}").status_code == 200
 
     ready = alice.post(f"{route}?generate_login_url=false", details(server.mcp_url)).json()

@@ -9,6 +9,7 @@ last 4 characters, expiry, scopes and timestamps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync
 from django.contrib import messages
@@ -132,7 +133,7 @@ def sign_in(request: HttpRequest, item_id: int) -> HttpResponse:
     except oauth.SignInError as exc:
         messages.error(request, f"{_name(item)}: {exc.message}")
         return redirect("/connections/")
-    return redirect(url)
+    return _off_to(request, url, _name(item))
 
 
 @require_http_methods(["GET", "POST"])
@@ -171,7 +172,15 @@ def signin_link(request: HttpRequest, token: str) -> HttpResponse:
         )
     except oauth.SignInError as exc:
         return render(request, "connections/result.html", {"error": exc.message}, status=exc.status)
-    return redirect(url)
+    return _off_to(request, url, _name(link.item))
+
+
+def _off_to(request: HttpRequest, url: str, name: str) -> HttpResponse:
+    """A page that goes on to the authorization server: the CSP's form-action 'self' forbids a
+    form submission from being redirected to another origin, a link and a refresh are not."""
+    return render(
+        request, "connections/redirect.html", {"url": url, "name": name, "host": urlsplit(url).netloc}
+    )
 
 
 @require_GET

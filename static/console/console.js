@@ -194,6 +194,7 @@ function taskPage() {
         const signin = node.querySelector('[data-slot="signin"]');
         if (!ready && /^(https?:\/\/|\/(?!\/))/.test(url)) { signin.href = url; signin.hidden = false; }  // never javascript:
         timeline().append(node);
+        if (d?.type === "login_required") step("Waiting for a sign-in…");
         break;
       }
       case "task_finished":
