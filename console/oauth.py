@@ -576,9 +576,12 @@ class Link:
     owner: Owner
     item: GraphItem
     nonce: str
+    step_up_scope: str | None = None
 
 
-def signin_link(organization_id: str, owner: Owner, item: GraphItem, base: str = "") -> str:
+def signin_link(
+    organization_id: str, owner: Owner, item: GraphItem, base: str = "", step_up_scope: str | None = None
+) -> str:
     """A signed, expiring link that starts one sign-in for this (organization, owner, graph item).
 
     It needs no console session, so an end user named by a service key can follow it; a member's
@@ -590,6 +593,7 @@ def signin_link(organization_id: str, owner: Owner, item: GraphItem, base: str =
         "e": "" if owner.is_member else owner.external_id,
         "i": item.pk,
         "n": secrets.token_urlsafe(16),
+        "s": step_up_scope,
     }
     token = signing.dumps(payload, salt=LINK_SALT, compress=True)
     return f"{public_url(base)}{LINK_PATH}{token}/"
@@ -613,7 +617,7 @@ def open_link(token: str) -> Link:
     if item is None:
         raise SignInError("This sign-in link names an MCP server that no longer exists", 404)
     owner = Owner(member_id=payload["m"]) if payload["m"] else Owner(external_id=payload["e"])
-    return Link(payload["o"], owner, item, payload["n"])
+    return Link(payload["o"], owner, item, payload["n"], payload.get("s"))
 
 
 def login_url_for(

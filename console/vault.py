@@ -124,6 +124,12 @@ def renew(organization_id: str, owner: Owner, graph_item_key: str, rejected: str
     return row.reveal() if row is not None and not row.needs_signin else None
 
 
+def granted_scopes(organization_id: str, owner: Owner, graph_item_key: str) -> str:
+    """The scopes the owner's connection to a graph item was granted ("" if none or not connected)."""
+    row = owner.rows(organization_id).filter(graph_item_key=graph_item_key).first() if owner else None
+    return row.scopes if row is not None else ""
+
+
 def token_for(organization_id: str, owner: Owner, item: GraphItem) -> str | None:
     """The owner's stored, unexpired token for this graph item, or None."""
     return tokens_for(organization_id, owner, [item.key]).get(item.key)

@@ -169,6 +169,7 @@ def signin_link(request: HttpRequest, token: str) -> HttpResponse:
             redirect_uri=callback_url(request),
             session_key=request.session.session_key or "",
             link_nonce=link.nonce,
+            step_up_scope=link.step_up_scope,
         )
     except oauth.SignInError as exc:
         return render(request, "connections/result.html", {"error": exc.message}, status=exc.status)

@@ -30,9 +30,10 @@ class TaskFailure(Exception):
 class McpAuthFailed(Exception):
     """An MCP server answered 401/403: the user must sign in or bring another token."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, step_up_scope: str | None = None) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
+        self.step_up_scope = step_up_scope  # a 403 insufficient_scope: the scope asked for ("" if unnamed)
 
 
 def cause_of(exc: BaseException, kind: type[E]) -> E | None:

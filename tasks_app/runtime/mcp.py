@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 from asgiref.sync import sync_to_async
+from mcp.client.auth.utils import extract_scope_from_www_auth
 
 from console import oauth, vault
 from console.models import GraphItem
@@ -45,7 +46,7 @@ class BearerAuth(httpx2.Auth):
             request.headers["Authorization"] = f"Bearer {self.token}"
         response = yield request
         if response.status_code in (401, 403):
-            raise McpAuthFailed(response.status_code)
+            raise _refused(response)
 
     async def async_auth_flow(
         self, request: httpx2.Request
@@ -61,7 +62,15 @@ class BearerAuth(httpx2.Auth):
                 request.headers["Authorization"] = f"Bearer {fresh}"
                 response = yield request
         if response.status_code in (401, 403):
-            raise McpAuthFailed(response.status_code)
+            raise _refused(response)
+
+
+def _refused(response: httpx2.Response) -> McpAuthFailed:
+    """A 401/403 as McpAuthFailed; a 403 insufficient_scope carries the scope it asks for (step-up)."""
+    challenge = response.headers.get("WWW-Authenticate", "")
+    if response.status_code == 403 and "insufficient_scope" in challenge:
+        return McpAuthFailed(403, extract_scope_from_www_auth(response) or "")
+    return McpAuthFailed(response.status_code)
 
 
 @dataclass(frozen=True)
@@ -111,17 +120,35 @@ async def _renewed(credentials: Credentials, item: GraphItem, rejected: str | No
     return fresh if fresh and fresh != rejected else None
 
 
-async def _signin_event(credentials: Credentials, item: GraphItem, url: str, server_name: str) -> dict | None:
-    """The login_required event for a person who can sign in to this server, or None when nobody can."""
+async def _signin_event(
+    credentials: Credentials, item: GraphItem, url: str, server_name: str, step_up: str | None = None
+) -> dict | None:
+    """The login_required event for a person who can sign in to this server, or None when nobody can.
+
+    `step_up` (a 403 insufficient_scope) asks for a new sign-in with the larger scope, unless the
+    connection already has every scope that would be asked for (no endless sign-in loop).
+    """
     if not credentials.owner or isinstance(credentials.task_tokens.get(item.key), (str, dict)):
         return None
     try:
-        await oauth.discover(url)
+        found = await oauth.discover(url, step_up or None)
     except oauth.SignInError:
         return None
-    link = await sync_to_async(oauth.signin_link)(credentials.organization_id, credentials.owner, item)
+    if step_up is not None:
+        granted = await sync_to_async(vault.granted_scopes)(
+            credentials.organization_id, credentials.owner, item.key
+        )
+        if set((found.scopes or "").split()) <= set(granted.split()):
+            return None
+    link = await sync_to_async(oauth.signin_link)(
+        credentials.organization_id,
+        credentials.owner,
+        item,
+        step_up_scope=found.scopes if step_up is not None else None,
+    )
+    reason = "needs you to sign in again for more access" if step_up is not None else "needs you to sign in"
     data = {
-        "message": f"{server_name} needs you to sign in; the task waits for it",
+        "message": f"{server_name} {reason}; the task waits for it",
         "server_url": url,
         "server_name": server_name,
         "url": link,  # the wire's name for the sign-in URL (xpander-wire.md 4.3)
@@ -211,10 +238,11 @@ async def connect(
         auth = BearerAuth(token, _renewer(credentials, item, secrets))
         try:
             opened, status = await _open(item, (url, server_name), auth, headers, stack), 0
+            step_up = None
         except McpAuthFailed as refused:
-            opened, status = None, refused.status
+            opened, status, step_up = None, refused.status, refused.step_up_scope
         if opened is None:
-            signin = await _signin_event(credentials, item, url, server_name)
+            signin = await _signin_event(credentials, item, url, server_name, step_up)
             if signin is not None:
                 raise SignInNeeded(item.key, signin)
             kind = "token_issue"  # nobody can sign in here: the task runs without this server

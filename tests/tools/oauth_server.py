@@ -240,7 +240,7 @@ class OAuthMCP:
 
     def __init__(self, scopes: tuple[str, ...] = ("tools",)) -> None:
         self.provider = Provider()
-        self.scopes = list(scopes)
+        self.scopes = list(scopes)  # offered, and required by the MCP server (403 insufficient_scope)
         self.s256 = True
         self.dcr = True
         self.cimd = False
