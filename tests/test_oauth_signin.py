@@ -196,3 +196,23 @@ def test_it_keeps_refresh_and_client_secrets_encrypted_at_rest(server, alice):
     stored = UserToken.objects.values_list("token_encrypted", "refresh_token_encrypted").get()
     assert row.reveal() not in stored and row.reveal_refresh() not in stored
     assert crypto.decrypt(stored[1]).startswith("rt_")
+
+
+def test_it_uses_a_client_id_metadata_document_when_the_server_supports_it(server, alice, settings):
+    """The document URL must be HTTPS: PUBLIC_URL says so; the authorization server fetches the
+    document through Django's test client (a real HTTPS fetch would need a certificate; see the note)."""
+    from django.test import Client
+
+    settings.PUBLIC_URL = "https://testserver"
+    server.cimd = True
+    server.provider.fetch_document = lambda url: Client().get(urlsplit(url).path, secure=True).json()
+    redirect = "https://testserver/connections/callback/"
+    item = oauth_item(alice.org, server.mcp_url)
+    url = oauth.start(
+        organization_id=alice.org.id, owner=owner(alice), item=item, redirect_uri=redirect, session_key="s"
+    )
+    document_url = "https://testserver/connections/client-metadata.json"
+    assert callback_params(url)["client_id"] == document_url
+    _, row = oauth.finish(callback_params(server.approve(url)), "s")
+    assert server.provider.documents_fetched and server.provider.registrations == 0
+    assert OAuthClient.objects.get().method == "metadata_document" and row.client_id == document_url

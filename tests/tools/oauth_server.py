@@ -76,11 +76,32 @@ class Provider:
         self.fail_refresh = False
         self.wrong_resource = False
         self.issuer = ""
+        self.scopes: list[str] = []
+        # Client ID Metadata Documents: how the server fetches one (the test decides), and what it fetched.
+        self.fetch_document: Any = None
+        self.documents_fetched: list[str] = []
 
     # -- the OAuthAuthorizationServerProvider protocol --------------------------------------------
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         with self.lock:
-            return self.clients.get(client_id)
+            known = self.clients.get(client_id)
+        if known is None and client_id.startswith("https://") and self.fetch_document is not None:
+            return self._from_document(client_id)
+        return known
+
+    def _from_document(self, url: str) -> OAuthClientInformationFull | None:
+        """A Client ID Metadata Document client: the document at the client id URL, which must name itself."""
+        document = self.fetch_document(url)
+        if not isinstance(document, dict) or document.get("client_id") != url:
+            return None
+        self.documents_fetched.append(url)
+        return OAuthClientInformationFull(
+            client_id=url,
+            redirect_uris=document["redirect_uris"],
+            token_endpoint_auth_method="none",
+            grant_types=document.get("grant_types") or ["authorization_code"],
+            scope=" ".join(self.scopes),
+        )
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         with self.lock:
@@ -254,6 +275,7 @@ class OAuthMCP:
         self.mcp_base = f"http://127.0.0.1:{self._mcp_sock.getsockname()[1]}"
         self.mcp_url = f"{self.mcp_base}/mcp"
         self.provider.issuer = self.issuer
+        self.provider.scopes = self.scopes
         self._served: list[_Served] = []
 
     # -- knobs that pass through to the provider --------------------------------------------------
