@@ -72,9 +72,13 @@ def _json(row: UserToken, user_id: str) -> dict:
 
 
 def _owner(organization_id: str, user_id: str) -> vault.Owner:
+    """The end user a user id names; a member's connections are theirs to manage in the console."""
     if not user_id.strip() or len(user_id) > 200:
         raise Invalid("user_id", "must be a user id of 1 to 200 characters")
-    return vault.resolve(organization_id, user_id)
+    owner = vault.resolve(organization_id, user_id)
+    if owner.is_member:
+        raise Forbidden("That user id is a member's: members connect their own accounts on /connections/")
+    return owner
 
 
 @router.get(

@@ -58,3 +58,13 @@ def test_it_rejects_unknown_fields(alice, item):
         "PUT", "/api/v1/connections/u-1/gi-tools", raw=json.dumps({"token": "x", "owner": "y"}).encode()
     )
     assert r.status_code == 422
+
+
+def test_a_service_key_cannot_set_or_remove_a_members_connection(alice, bob, item):
+    vault_id = bob.member.vault_id
+    assert (
+        alice.call("PUT", f"/api/v1/connections/{vault_id}/gi-tools", {"token": "pat-x"}).status_code == 403
+    )
+    assert alice.delete(f"/api/v1/connections/{vault_id}/gi-tools").status_code == 403
+    assert alice.get(f"/api/v1/connections?user_id={vault_id}").status_code == 403
+    assert not UserToken.objects.exists()
