@@ -44,7 +44,7 @@ from mcp.client.auth.utils import (
 from mcp.shared.auth import OAuthClientMetadata, OAuthMetadata, OAuthToken
 from pydantic import ValidationError
 
-from console import crypto
+from console import crypto, vault
 from console.models import GraphItem, UserToken
 from console.oauth_models import OAuthClient, OAuthFlow, RegistrationMethod, hash_state
 from console.vault import Owner
@@ -284,7 +284,7 @@ def start(
     found = async_to_sync(discover)(url, step_up_scope)
     client = client_for(organization_id, item, found.metadata, redirect_uri)
     scopes = (
-        union_scopes(_granted_scopes(organization_id, owner, item), found.scopes)
+        union_scopes(vault.granted_scopes(organization_id, owner, item.key) or None, found.scopes)
         if step_up_scope
         else found.scopes
     )
@@ -327,11 +327,6 @@ def start(
 def _new_flow(link_nonce: str | None, **values: Any) -> OAuthFlow:
     with transaction.atomic():
         return OAuthFlow.objects.create(link_nonce=link_nonce, **values)
-
-
-def _granted_scopes(organization_id: str, owner: Owner, item: GraphItem) -> str | None:
-    row = owner.rows(organization_id).filter(graph_item_key=item.key).first()
-    return row.scopes if row and row.scopes else None
 
 
 def _claim(state: str, session_key: str) -> OAuthFlow:
@@ -634,8 +629,6 @@ def login_url_for(
     sign-in cannot be offered (not asked for, nobody, an unknown server, a token exists, or no
     discoverable sign-in).
     """
-    from console import vault
-
     item = vault.match_item(agent, details) if owner and generate is not None else None
     if item is None or vault.token_for(organization_id, owner, item):
         return None
