@@ -639,3 +639,10 @@ def login_url_for(
     except SignInError:
         return None
     return signin_link(organization_id, owner, item, base)
+
+
+def forget_old_flows() -> int:
+    """Delete sign-ins older than any link that could still name them (a link's nonce stays spent)."""
+    age = settings.SIGNIN_WAIT_SECONDS + settings.SIGNIN_FLOW_SECONDS
+    deleted, _ = OAuthFlow.objects.filter(created_at__lt=timezone.now() - timedelta(seconds=age)).delete()
+    return deleted

@@ -216,3 +216,11 @@ def test_it_uses_a_client_id_metadata_document_when_the_server_supports_it(serve
     _, row = oauth.finish(callback_params(server.approve(url)), "s")
     assert server.provider.documents_fetched and server.provider.registrations == 0
     assert OAuthClient.objects.get().method == "metadata_document" and row.client_id == document_url
+
+
+def test_old_sign_in_states_are_forgotten_once_no_link_can_name_them(server, alice, settings):
+    item = oauth_item(alice.org, server.mcp_url)
+    sign_in(server, alice, item)
+    assert oauth.forget_old_flows() == 0
+    settings.SIGNIN_WAIT_SECONDS, settings.SIGNIN_FLOW_SECONDS = 0, 0
+    assert oauth.forget_old_flows() == 1 and not OAuthFlow.objects.exists()
