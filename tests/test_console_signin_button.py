@@ -32,3 +32,9 @@ def test_a_javascript_url_is_never_linked(alice):
     task = pushed(alice, "javascript:alert(1)")
     html = signed_in(alice).get(f"/tasks/{task.id}/").content.decode()
     assert "javascript:alert(1)" not in html and ">Sign in</a>" not in html.split('id="tpl-auth"')[0]
+
+
+def test_a_paused_task_says_it_waits_for_a_sign_in(alice):
+    task = make(alice, agent(alice.org, "Worker"), "Use Jira", status="paused")
+    html = signed_in(alice).get(f"/tasks/{task.id}/").content.decode()
+    assert "Waiting for a sign-in…" in html

@@ -116,6 +116,7 @@ function taskPage() {
     setInternal(root, data.internal_status);
     if (data.started_at) started = Date.parse(data.started_at);
     if (data.status === "executing") step("Working…");
+    if (data.status === "paused") step("Waiting for a sign-in…");
   }
 
   function apply(e) {
