@@ -94,3 +94,29 @@ def test_a_new_sign_in_clears_the_failure(server, alice, connected):
     oauth.finish(callback_params(server.approve(url)), "s")
     row = UserToken.objects.get()
     assert not row.needs_signin and row.refresh_error == "" and row.refresh_failures == 0
+
+
+def test_refresh_tokens_client_secrets_and_verifiers_rotate_with_the_key_list(
+    server, alice, connected, settings
+):
+    from cryptography.fernet import Fernet
+
+    from console import crypto
+
+    columns = {(m.__name__, f) for m, f in crypto.encrypted_columns()}
+    assert {
+        ("UserToken", "refresh_token_encrypted"),
+        ("OAuthClient", "client_secret_encrypted"),
+        ("OAuthFlow", "code_verifier_encrypted"),
+        ("OAuthFlow", "client_secret_encrypted"),
+    } <= columns
+    refresh_token = connected.reveal_refresh()
+    new = Fernet.generate_key().decode()
+    counts = crypto.rotate([new, *settings.FIELD_ENCRYPTION_KEYS])
+    assert counts["UserToken.refresh_token_encrypted"] == 1
+    settings.FIELD_ENCRYPTION_KEYS = [new]  # the old key is gone: the rotated rows still read
+    crypto._fernet.cache_clear()
+    try:
+        assert UserToken.objects.get().reveal_refresh() == refresh_token
+    finally:
+        crypto._fernet.cache_clear()
