@@ -252,6 +252,19 @@ class UserToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # OAuth connection state (issue 15): refreshed under a row lock by console.oauth.
+    refresh_token_encrypted = models.TextField(blank=True, default="")
+    token_type = models.CharField(max_length=32, blank=True, default="Bearer")
+    scopes = models.CharField(max_length=1000, blank=True, default="")
+    issuer = models.CharField(max_length=500, blank=True, default="")
+    resource = models.CharField(max_length=500, blank=True, default="")
+    client_id = models.CharField(max_length=500, blank=True, default="")
+    last4 = models.CharField(max_length=4, blank=True, default="")
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    refresh_error = models.CharField(max_length=500, blank=True, default="")
+    refresh_failures = models.PositiveIntegerField(default=0)
+    needs_signin = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -280,6 +293,9 @@ class UserToken(models.Model):
 
     def reveal(self) -> str:
         return crypto.decrypt(self.token_encrypted)
+
+    def reveal_refresh(self) -> str:
+        return crypto.decrypt(self.refresh_token_encrypted) if self.refresh_token_encrypted else ""
 
 
 class McpTokenAccess(models.Model):
@@ -344,3 +360,6 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs) -> tuple[int, dict[str, int]]:
         raise PermissionError("Audit entries cannot be deleted")
+
+
+from console.oauth_models import OAuthClient, OAuthFlow  # noqa: E402, F401  (issue 15's models)

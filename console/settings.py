@@ -309,6 +309,11 @@ OUTBOUND_ALLOWLIST = [
 __import__("tasks_app.client.egress").client.egress.Allowlist.parse(OUTBOUND_ALLOWLIST)
 # How long the link to a file uploaded with a task works without the organization's API key.
 TASK_UPLOAD_LINK_MAX_AGE = _env_int("TASK_UPLOAD_LINK_MAX_AGE", 7 * 24 * 3600)
+# MCP sign-in (issue 15): the console's public address for OAuth redirects (default: the request's host).
+PUBLIC_URL = os.environ.get("PUBLIC_URL", "").strip().rstrip("/")
+SIGNIN_FLOW_SECONDS = _env_int("SIGNIN_FLOW_SECONDS", 600)  # how long a started sign-in may take
+SIGNIN_WAIT_SECONDS = _env_int("SIGNIN_WAIT_SECONDS", 3600)  # how long a paused task waits for its user
+OAUTH_REFRESH_MARGIN_SECONDS = _env_int("OAUTH_REFRESH_MARGIN_SECONDS", 60)  # refresh this long before expiry
 
 LOGGING = {
     "version": 1,

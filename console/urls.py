@@ -9,13 +9,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
 
 from console import admin_site
-from tasks_app import openapi, rest, rest_agents, rest_keys, rest_platform, sse, uploads
+from tasks_app import openapi, rest, rest_agents, rest_connections, rest_keys, rest_platform, sse, uploads
 
 api = openapi.Api(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
 rest.install_error_handlers(api)
 api.add_router("/v1/agents", rest_agents.router)
 api.add_router("/v1/keys", rest_keys.keys_router)
 api.add_router("/v1/audit", rest_keys.audit_router)
+api.add_router("/v1/connections", rest_connections.router)
 api.add_router("", rest.router)
 api.add_router("", rest_platform.router)
 

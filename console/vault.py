@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from console import crypto
@@ -74,7 +74,12 @@ def store(organization_id: str, owner: Owner, graph_item_key: str, token: str, s
         member_id=owner.member_id,
         external_user_id="" if owner.is_member else owner.external_id,
         graph_item_key=graph_item_key,
-        defaults={"token_encrypted": crypto.encrypt(token), "source": source, "expires_at": None},
+        defaults={
+            "token_encrypted": crypto.encrypt(token),
+            "source": source,
+            "expires_at": None,
+            "last4": token[-4:],
+        },
     )
 
 
@@ -88,13 +93,41 @@ def hold_task_tokens(agent: Agent, owner: Owner, tokens: dict[str, Any]) -> None
             store(agent.organization_id, owner, key, value, source="task")
 
 
-def tokens_for(organization_id: str, owner: Owner, keys: list[str]) -> dict[str, str]:
-    """The owner's stored, unexpired tokens for these graph item keys, in one query."""
+def usable_rows(organization_id: str, owner: Owner, keys: list[str]) -> list[UserToken]:
+    """The owner's connections for these keys, refreshed first when due; expired or failed ones left out."""
+    from console import oauth
+
     if not owner or not keys:
-        return {}
-    rows = owner.rows(organization_id).filter(graph_item_key__in=keys)
-    rows = rows.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
-    return {row.graph_item_key: row.reveal() for row in rows}
+        return []
+    rows = list(owner.rows(organization_id).filter(graph_item_key__in=keys, needs_signin=False))
+    rows = [(oauth.refresh(row.pk) or row) if oauth.due(row) else row for row in rows]
+    now = timezone.now()
+    usable = [r for r in rows if not r.needs_signin and (r.expires_at is None or r.expires_at > now)]
+    if usable:
+        UserToken.objects.filter(pk__in=[r.pk for r in usable]).update(last_used_at=now)
+    return usable
+
+
+def tokens_for(organization_id: str, owner: Owner, keys: list[str]) -> dict[str, str]:
+    """The owner's usable tokens for these graph item keys (refreshing those about to expire)."""
+    return {row.graph_item_key: row.reveal() for row in usable_rows(organization_id, owner, keys)}
+
+
+def renew(organization_id: str, owner: Owner, graph_item_key: str, rejected: str) -> str | None:
+    """After a server refused `rejected`: the connection's refreshed token (one refresh for all), or None."""
+    from console import oauth
+
+    row = owner.rows(organization_id).filter(graph_item_key=graph_item_key).first() if owner else None
+    if row is None or not row.refresh_token_encrypted:
+        return None
+    row = oauth.refresh(row.pk, rejected_token=rejected)
+    return row.reveal() if row is not None and not row.needs_signin else None
+
+
+def granted_scopes(organization_id: str, owner: Owner, graph_item_key: str) -> str:
+    """The scopes the owner's connection to a graph item was granted ("" if none or not connected)."""
+    row = owner.rows(organization_id).filter(graph_item_key=graph_item_key).first() if owner else None
+    return row.scopes if row is not None else ""
 
 
 def token_for(organization_id: str, owner: Owner, item: GraphItem) -> str | None:
@@ -123,11 +156,13 @@ def get_token_response(
     user_id: str,
     owner: Owner,
     details: dict[str, Any],
+    login_url: str | None = None,
 ) -> dict[str, Any]:
     """Answer the SDK's POST /mcp_auth/{agent_id}/{user_id}/get_token (xpander-wire.md section 6).
 
     `owner` is whose token the caller may have for `user_id`: NOBODY when it may not, which answers
     exactly as a user with no token does, so a refusal tells nothing about what is stored.
+    `login_url` (a sign-in link, or "" while the SDK polls) makes "no token" a `login_required`.
     """
     item = match_item(agent, details)
     server_url = details.get("url") or (item.mcp_settings.get("url") if item else "") or ""
@@ -148,6 +183,11 @@ def get_token_response(
             response = {
                 "type": "token_ready",
                 "data": {"access_token": token, "server_url": server_url, "server_name": server_name},
+            }
+        elif login_url is not None:
+            response = {
+                "type": "login_required",
+                "data": {"url": login_url, "server_url": server_url, "server_name": server_name},
             }
         elif auth_type == "none":
             response = {

@@ -209,3 +209,6 @@ class InternalStatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id}: {self.from_value!r} -> {self.to_value!r}"
+
+
+from tasks_app.signin_models import SignInWait  # noqa: E402, F401  (issue 15: tasks waiting for a sign-in)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router
 
-from console import vault
+from console import oauth, vault
 from console.errors import Invalid
 from tasks_app import actions, wire
 from tasks_app import openapi as doc
@@ -46,7 +46,7 @@ def report_metrics(request: HttpRequest, agent_id: str) -> HttpResponse:
     openapi_extra=doc.merge(
         doc.body(McpServerDetailsIn),
         doc.query(
-            ("generate_login_url", {"type": "string"}, "Sent by the SDK; ignored"),
+            ("generate_login_url", {"type": "string"}, "true: answer login_required with a sign-in link"),
             ("is_app", {"type": "string"}, "Sent by the SDK; ignored"),
             ("force_refresh", {"type": "string"}, "Sent by the SDK; ignored"),
             ("execution_id", {"type": "string"}, "Sent by the SDK; ignored"),
@@ -62,12 +62,18 @@ def get_token(request: HttpRequest, agent_id: str, user_id: str) -> HttpResponse
     parse(McpServerDetailsIn, raw)  # the fields the vault reads must have their wire types
     user_id = user_id.removeprefix(f"{agent.id}_")  # share_user_token_across_other_agents=false form
     owner = vault.resolve(actor.organization_id, user_id)
+    owner = owner if actor.may_use(owner) else vault.NOBODY  # refused: answered as "no token"
+    flag = request.GET.get("generate_login_url")  # absent: a caller outside the SDK's sign-in loop
+    generate = None if flag is None else flag.lower() == "true"
     response = vault.get_token_response(
         organization_id=actor.organization_id,
         api_key_id=actor.api_key_id,
         agent=agent,
         user_id=user_id,
-        owner=owner if actor.may_use(owner) else vault.NOBODY,  # refused: answered as "no token"
+        owner=owner,
         details=raw,
+        login_url=oauth.login_url_for(
+            actor.organization_id, owner, agent, raw, generate, f"{request.scheme}://{request.get_host()}"
+        ),
     )
     return JsonResponse(response)

@@ -8,8 +8,8 @@ import ipaddress
 
 import pytest
 
+from console import outbound
 from tasks_app.client import egress
-from tasks_app.runtime import outbound
 from tests.tools.file_server import FileServer
 
 EMBEDDING_FORMS = [

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from console.models import Agent, AuditEvent
-from tasks_app.actions_retention import purge_expired
+from tasks_app.actions.retention import purge_expired
 from tasks_app.models import ActivityEntry, Task, TaskEvent
 from tests.console_helpers import signed_in
 

@@ -120,6 +120,7 @@ def build(task: Task, events: list[TaskEvent], servers: dict[str, str]) -> list[
                         "type": data.get("type") or "",
                         "message": inner.get("message") or "",
                         "server": inner.get("server_name") or "",
+                        "url": signin_url(inner.get("url")),
                     },
                 )
             )
@@ -182,3 +183,12 @@ def tool_summary(events: list[TaskEvent]) -> list[dict[str, Any]]:
                 row["total"] = round(row["total"] + duration, 3)
                 row["slowest"] = max(row["slowest"], duration)
     return sorted(summary.values(), key=lambda r: (-r["calls"], r["tool"]))
+
+
+def signin_url(value: Any) -> str:
+    """A sign-in URL safe to link (http(s) or a path of ours); anything else (javascript:) is dropped."""
+    if not isinstance(value, str):
+        return ""
+    if value.startswith("/") and not value.startswith("//"):
+        return value
+    return value if value.startswith(("https://", "http://")) else ""

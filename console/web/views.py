@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from console.errors import BadRequest, Conflict, Invalid, TaskApiError, TooLarge
 from console.models import Role
-from console.web import markdown, timeline
+from console.web import connections, markdown, timeline
 from console.web.forms import FollowUpForm, InternalStatusForm, NewTaskForm
 from console.web.guard import member_page
 from console.web.history import RUNNING, HistoryFilterForm, HistoryQuery
@@ -129,7 +129,10 @@ def new_task(request: HttpRequest) -> HttpResponse:
         else:
             return redirect(f"/tasks/{task.id}/")
     status = 400 if request.method == "POST" else 200
-    return render(request, "tasks/new.html", {"nav": "new", "form": form}, status=status)
+    preflight = connections.missing_by_agent(request.member)  # servers to connect before the task needs them
+    return render(
+        request, "tasks/new.html", {"nav": "new", "form": form, "preflight": preflight}, status=status
+    )
 
 
 # ---- the live task view -----------------------------------------------------------------------

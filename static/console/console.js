@@ -116,6 +116,7 @@ function taskPage() {
     setInternal(root, data.internal_status);
     if (data.started_at) started = Date.parse(data.started_at);
     if (data.status === "executing") step("Working…");
+    if (data.status === "paused") step("Waiting for a sign-in…");
   }
 
   function apply(e) {
@@ -186,8 +187,15 @@ function taskPage() {
       }
       case "auth_event": {
         const node = clone("tpl-auth");
-        fill(node, "message", d?.data?.message || d?.type || "");
+        const server = d?.data?.server_name || "";
+        const ready = d?.type === "token_ready";
+        fill(node, "message", ready ? `Signed in${server ? ` to ${server}` : ""}; the task carries on.`
+          : `Sign-in needed${server ? ` for ${server}` : ""}: ${d?.data?.message || d?.type || ""}`);
+        const url = String(d?.data?.url || "");
+        const signin = node.querySelector('[data-slot="signin"]');
+        if (!ready && /^(https?:\/\/|\/(?!\/))/.test(url)) { signin.href = url; signin.hidden = false; }  // never javascript:
         timeline().append(node);
+        if (d?.type === "login_required") step("Waiting for a sign-in…");
         break;
       }
       case "task_finished":

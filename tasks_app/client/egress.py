@@ -4,7 +4,7 @@ A destination is refused when its address is loopback, private, link-local, shar
 reserved, multicast or unspecified, including the IPv6 forms that embed such an IPv4 address
 (IPv4-mapped and -compatible, SIIT, NAT64 and 6to4), unless the operator lists its host name or a
 CIDR holding it in OUTBOUND_ALLOWLIST. The check runs on the resolved address that is connected to
-(see tasks_app/runtime/outbound.py), and on literal addresses when a URL is saved.
+(see console/outbound.py), and on literal addresses when a URL is saved.
 
 No Django and no HTTP library here: the Python client reuses the address classification.
 """

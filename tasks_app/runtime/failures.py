@@ -9,9 +9,10 @@ import logging
 import re
 from typing import Any, TypeVar
 
+from console import outbound
 from console.masking import mask
 from tasks_app.models import Status, Task
-from tasks_app.runtime import llm, outbound
+from tasks_app.runtime import llm
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=BaseException)
@@ -30,9 +31,10 @@ class TaskFailure(Exception):
 class McpAuthFailed(Exception):
     """An MCP server answered 401/403: the user must sign in or bring another token."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, step_up_scope: str | None = None) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
+        self.step_up_scope = step_up_scope  # a 403 insufficient_scope: the scope asked for ("" if unnamed)
 
 
 def cause_of(exc: BaseException, kind: type[E]) -> E | None:

@@ -14,9 +14,9 @@ import io
 import json
 from dataclasses import dataclass, field
 
+from console import outbound
 from tasks_app.client.categories import categorize, sniff_image
 from tasks_app.client.safe_fetch import AllowlistGuard, Fetched, FetchError, asafe_fetch
-from tasks_app.runtime import outbound
 
 PER_FILE_CHARS = 8_000
 TOTAL_CHARS = 24_000

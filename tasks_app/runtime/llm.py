@@ -7,9 +7,9 @@ import hashlib
 import os
 from typing import Any
 
+from console import outbound
 from console.models import Agent
 from tasks_app.models import Task
-from tasks_app.runtime import outbound
 
 MODEL_RETRIES = int(os.environ.get("MODEL_MAX_RETRIES", "2"))
 MODEL_TIMEOUT = float(os.environ.get("MODEL_TIMEOUT_SECONDS", "120"))

@@ -10,39 +10,80 @@ from __future__ import annotations
 import contextlib
 import functools
 import ssl
-from collections.abc import Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+from asgiref.sync import sync_to_async
+from mcp.client.auth.utils import extract_scope_from_www_auth
 
+from console import oauth, outbound, vault
 from console.models import GraphItem
 from tasks_app.models import ActivityKind
-from tasks_app.runtime import outbound
 from tasks_app.runtime.failures import McpAuthFailed, TaskFailure, cause_of, remote_error
 from tasks_app.runtime.mapping import ToolCalls, slug
 
+Renew = Callable[[str], Awaitable[str | None]]
+
 
 class BearerAuth(httpx2.Auth):
-    """Sends the user's token and turns a 401/403 into McpAuthFailed (the MCP client would hide it)."""
+    """Sends the user's token and turns a 401/403 into McpAuthFailed (the MCP client would hide it).
 
-    def __init__(self, token: str | None) -> None:
+    With `renew`, a 401 is answered once by a refreshed token and the request is sent again, at
+    connect time as mid-run (a token that expires during a long task).
+    """
+
+    requires_request_body = True  # a request retried after a refresh is sent again whole
+
+    def __init__(self, token: str | None, renew: Renew | None = None) -> None:
         self.token = token
+        self.renew = renew
 
     def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
         if self.token:
             request.headers["Authorization"] = f"Bearer {self.token}"
         response = yield request
         if response.status_code in (401, 403):
-            raise McpAuthFailed(response.status_code)
+            raise _refused(response)
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        if self.token:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+        response = yield request
+        if response.status_code == 401 and self.token and self.renew is not None:
+            await response.aread()
+            fresh = await self.renew(self.token)
+            if fresh:
+                self.token = fresh
+                request.headers["Authorization"] = f"Bearer {fresh}"
+                response = yield request
+        if response.status_code in (401, 403):
+            raise _refused(response)
+
+
+def _refused(response: httpx2.Response) -> McpAuthFailed:
+    """A 401/403 as McpAuthFailed; a 403 insufficient_scope carries the scope it asks for (step-up)."""
+    challenge = response.headers.get("WWW-Authenticate", "")
+    if response.status_code == 403 and "insufficient_scope" in challenge:
+        return McpAuthFailed(403, extract_scope_from_www_auth(response) or "")
+    return McpAuthFailed(response.status_code)
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """A run's MCP credentials, read once: the task's user tokens and the vault's, by item key."""
+    """A run's MCP credentials, read once: the task's user tokens and the vault's, by item key.
+
+    `organization_id` and `owner` name whose vault they came from: a 401 on a stored token is
+    refreshed once, and a person who can sign in is asked to (the task pauses).
+    """
 
     task_tokens: dict[str, Any]
     stored: dict[str, str]
+    organization_id: str = ""
+    owner: vault.Owner = vault.NOBODY
 
     def for_item(self, item: GraphItem) -> tuple[str | None, dict[str, str]]:
         """(bearer token, extra headers) for an MCP graph item: the task's token, else a stored one."""
@@ -59,10 +100,112 @@ class Credentials:
         return secret.get("api_key"), headers
 
 
+class SignInNeeded(Exception):
+    """The task's user must sign in to an MCP server before the turn can run: the task pauses."""
+
+    def __init__(self, graph_item_key: str, event: dict[str, Any]) -> None:
+        super().__init__(event["data"]["message"])
+        self.graph_item_key = graph_item_key
+        self.event = event
+
+
+async def _renewed(credentials: Credentials, item: GraphItem, rejected: str | None) -> str | None:
+    """A refreshed vault token after the server refused `rejected` (once per run), else None."""
+    if not rejected or credentials.stored.get(item.key) != rejected:
+        return None  # the task's own token, or none: nothing of ours to refresh
+    fresh = await sync_to_async(vault.renew)(
+        credentials.organization_id, credentials.owner, item.key, rejected
+    )
+    return fresh if fresh and fresh != rejected else None
+
+
+async def _signin_event(
+    credentials: Credentials, item: GraphItem, url: str, server_name: str, step_up: str | None = None
+) -> dict | None:
+    """The login_required event for a person who can sign in to this server, or None when nobody can.
+
+    `step_up` (a 403 insufficient_scope) asks for a new sign-in with the larger scope, unless the
+    connection already has every scope that would be asked for (no endless sign-in loop).
+    """
+    if not credentials.owner or isinstance(credentials.task_tokens.get(item.key), (str, dict)):
+        return None
+    try:
+        found = await oauth.discover(url, step_up or None)
+    except oauth.SignInError:
+        return None
+    if step_up is not None:
+        granted = await sync_to_async(vault.granted_scopes)(
+            credentials.organization_id, credentials.owner, item.key
+        )
+        if set((found.scopes or "").split()) <= set(granted.split()):
+            return None
+    link = await sync_to_async(oauth.signin_link)(
+        credentials.organization_id,
+        credentials.owner,
+        item,
+        step_up_scope=found.scopes if step_up is not None else None,
+    )
+    reason = "needs you to sign in again for more access" if step_up is not None else "needs you to sign in"
+    data = {
+        "message": f"{server_name} {reason}; the task waits for it",
+        "server_url": url,
+        "server_name": server_name,
+        "url": link,  # the wire's name for the sign-in URL (xpander-wire.md 4.3)
+    }
+    return {"type": "login_required", "data": data}
+
+
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """One TLS context for every MCP connection: loading the CA bundle per run cost ~80 ms of CPU."""
     return ssl.create_default_context()
+
+
+def _renewer(credentials: Credentials, item: GraphItem, secrets: list[str]) -> Renew:
+    """Refresh this run's vault token for an item after a 401; the new token is masked like the old."""
+
+    async def renew(rejected: str) -> str | None:
+        fresh = await _renewed(credentials, item, rejected)
+        if fresh:
+            secrets.append(fresh)
+        return fresh
+
+    return renew
+
+
+async def _open(
+    item: GraphItem,
+    where: tuple[str, str],
+    auth: BearerAuth,
+    headers: dict[str, str],
+    stack: contextlib.AsyncExitStack,
+) -> tuple[Any, list[Any]]:
+    """One MCP connection and its tools; McpAuthFailed on 401/403, TaskFailure when unreachable."""
+    from pydantic_ai.mcp import MCPToolset
+
+    url, server_name = where
+    # One guarded client per server and run: its cookies are this user's only.
+    http = outbound.client(
+        headers=headers or None, verify=tls_context(), timeout=httpx2.Timeout(30.0, read=300.0)
+    )
+    stack.push_async_callback(http.aclose)
+    toolset = MCPToolset(
+        url,
+        id=f"mcp-{slug(item.key)}",
+        auth=auth,
+        http_client=http,
+        tool_error_behavior="failed",
+    )
+    try:
+        await stack.enter_async_context(toolset)
+        return toolset, await toolset.list_tools()
+    except Exception as exc:
+        cause = cause_of(exc, McpAuthFailed)
+        if cause is not None:
+            raise cause from None
+        refused = outbound.refusal_in(exc)
+        reason = str(refused) if refused else f"is unreachable ({remote_error(exc)})"
+        raise TaskFailure(f"MCP server {server_name} ({url}) {reason}") from None
 
 
 async def connect(
@@ -76,10 +219,9 @@ async def connect(
     """Connect each MCP server as the task's user; sign-in problems become auth events, not crashes.
 
     The tokens used are added to `secrets` (masked like the task's), each tool is mapped to its
-    graph item in `calls`, and the connections close with `stack`.
+    graph item in `calls`, and the connections close with `stack`. A person who can sign in to a
+    server they are not connected to raises SignInNeeded (the task pauses) before any model request.
     """
-    from pydantic_ai.mcp import MCPToolset
-
     ready = []
     for item in items:
         if item.type != "mcp":
@@ -92,40 +234,28 @@ async def connect(
             await outbound.check_url(url)
         except outbound.OutboundRefused as exc:
             raise TaskFailure(f"MCP server {server_name} ({url}): {exc}") from None
-        # One guarded client per server and run: its cookies are this user's only.
-        http = outbound.client(
-            headers=headers or None, verify=tls_context(), timeout=httpx2.Timeout(30.0, read=300.0)
-        )
-        stack.push_async_callback(http.aclose)
-        toolset = MCPToolset(
-            url,
-            id=f"mcp-{slug(item.key)}",
-            auth=BearerAuth(token),
-            http_client=http,
-            tool_error_behavior="failed",
-        )
+        auth = BearerAuth(token, _renewer(credentials, item, secrets))
         try:
-            await stack.enter_async_context(toolset)
-            tools = await toolset.list_tools()
-        except Exception as exc:
-            cause = cause_of(exc, McpAuthFailed)
-            if cause is None:
-                refused = outbound.refusal_in(exc)
-                reason = str(refused) if refused else f"is unreachable ({remote_error(exc)})"
-                raise TaskFailure(f"MCP server {server_name} ({url}) {reason}") from None
-            kind = "login_required" if mcp.get("auth_type") == "oauth2" and not token else "token_issue"
+            opened, status = await _open(item, (url, server_name), auth, headers, stack), 0
+            step_up = None
+        except McpAuthFailed as refused:
+            opened, status, step_up = None, refused.status, refused.step_up_scope
+        if opened is None:
+            signin = await _signin_event(credentials, item, url, server_name, step_up)
+            if signin is not None:
+                raise SignInNeeded(item.key, signin)
+            kind = "token_issue"  # nobody can sign in here: the task runs without this server
             message = (
-                f"{server_name} needs you to sign in"
+                f"{server_name} needs you to sign in, which this task cannot ask for; running without it"
                 if not token
-                else f"{server_name} rejected the token (HTTP {cause.status})"
+                else f"{server_name} rejected the token (HTTP {status}); running without it"
             )
             data = {"message": message, "server_url": url, "server_name": server_name}
-            if kind == "login_required":
-                kind = "token_issue"  # no sign-in URL until the vault's OAuth flow exists
             sink.event(
                 "auth_event", {"type": kind, "data": data}, (ActivityKind.AUTH, {"type": kind, "data": data})
             )
             continue
+        toolset, tools = opened
         allowed = set(mcp.get("allowed_tools") or [])
         for tool in tools:
             calls.items[tool.name] = item.key

@@ -16,11 +16,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from console import outbound, vault
 from console.masking import mask
 from console.models import Agent, GraphItem
 from tasks_app import actions
+from tasks_app.actions import signin as actions_signin
 from tasks_app.models import Status, Task
-from tasks_app.runtime import failures, limits, llm, mapping, mcp, outbound, prompt, subagents
+from tasks_app.runtime import failures, limits, llm, mapping, mcp, prompt, subagents
 from tasks_app.runtime.failures import TaskFailure
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ async def run_turn(task_id: str, worker_id: str) -> None:
         task,
         agent,
         items,
-        mcp.Credentials(tokens, stored),
+        mcp.Credentials(tokens, stored, task.organization_id, vault.owner_of(task)),
         _secrets(agent, tokens, items) + list(stored.values()),
     )
     sink = EventSink(task_id, state.secrets, worker_id)
@@ -113,6 +115,12 @@ async def run_turn(task_id: str, worker_id: str) -> None:
             task_id, Status.STOPPED, "Stopped by request", worker_id=worker_id, used_tools=state.calls.used
         )
         raise
+    except mcp.SignInNeeded as needed:  # paused until its user signs in (or stopped meanwhile)
+        await sink.close()
+        await actions_signin.apause_for_signin(
+            task_id, worker_id, state.credentials.owner, needed.graph_item_key, needed.event
+        )
+        return
     except TaskFailure as exc:
         status, result = exc.status, exc.message
     except llm.ModelConfigError as exc:

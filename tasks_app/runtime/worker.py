@@ -17,8 +17,11 @@ import uuid
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from console import oauth
 from console.models import Framework
-from tasks_app import actions, actions_retention, bus, dispatch
+from tasks_app import actions, bus, dispatch
+from tasks_app.actions import retention as actions_retention
+from tasks_app.actions import signin as actions_signin
 from tasks_app.models import Status, Task
 from tasks_app.runtime.runner import SHUTDOWN, run_turn
 
@@ -146,6 +149,8 @@ class WorkerPool:
             try:
                 for task_id in await actions.arequeue_expired(settings.WORKER_MAX_ATTEMPTS):
                     self.submit(task_id)
+                await actions_signin.afail_expired_waits()  # paused tasks nobody signed in for
+                await sync_to_async(oauth.forget_old_flows)()  # spent sign-in states
             except Exception:
                 log.exception("reaper pass failed")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from tasks_app.actions_retention import purge_expired
+from tasks_app.actions.retention import purge_expired
 
 
 class Command(BaseCommand):
