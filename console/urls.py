@@ -10,11 +10,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
 
 from console import rest_agents
-from tasks_app import openapi, rest, rest_backend, sse, uploads
+from tasks_app import openapi, rest, rest_backend, rest_workers, sse, uploads
 
 api = openapi.Api(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
 rest.install_error_handlers(api)
 api.add_router("/v1/agents", rest_agents.router)
+api.add_router("/v1/agents", rest_workers.router)
 api.add_router("", rest.router)
 api.add_router("", rest_backend.router)
 
@@ -35,6 +36,7 @@ handler400 = bad_request
 
 urlpatterns = [
     path("api/agent-execution/<str:task_id>/events", sse.task_events, name="task-events"),
+    *rest_workers.urlpatterns,
     path("api/", api.urls),
     re_path(r"^api/(?P<rest_of_path>.*)$", api_not_found),
     path("files/<str:token>/<str:name>", uploads.download, name="upload-file"),

@@ -400,6 +400,7 @@ def create_task(
             llm_model_name=data.llm_model_name or "",
             llm_reasoning_effort=data.llm_reasoning_effort or "",
             return_metrics=data.return_metrics,
+            run_locally=data.run_locally,
         )
         task.save(force_insert=True)
         if data.user_tokens and parent is None:
@@ -544,7 +545,10 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
     expires = now + timezone.timedelta(seconds=lease_seconds)
     with transaction.atomic():
         claimed = Task.objects.filter(
-            pk=task_id, status=Status.PENDING, stop_requested_at__isnull=True
+            pk=task_id,
+            status=Status.PENDING,
+            stop_requested_at__isnull=True,
+            agent__framework=Framework.BUILTIN,  # external agents' tasks go to their own workers
         ).update(
             status=Status.EXECUTING,
             lease_owner=worker_id,
@@ -659,8 +663,10 @@ def requeue_expired(max_attempts: int) -> list[str]:
     """Reaper: give tasks whose lease expired back to the queue, or fail them after max_attempts."""
     now = timezone.now()
     requeued: list[str] = []
-    expired = list(
-        Task.objects.filter(status=Status.EXECUTING, lease_expires_at__lt=now).values_list("id", flat=True)
+    expired = list(  # external agents' deliveries have their own reaper (actions_workers)
+        Task.objects.filter(
+            status=Status.EXECUTING, lease_expires_at__lt=now, agent__framework=Framework.BUILTIN
+        ).values_list("id", flat=True)
     )
     for task_id in expired:
         with transaction.atomic():
