@@ -1,0 +1,1 @@
+../../../../tasks_app/egress.py
