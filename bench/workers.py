@@ -7,6 +7,7 @@ A LiveServer (tests/live.py) and N real worker processes of tests/sdk/on_task_wo
 SDK's venv (an instant handler: it echoes the prompt). Two measures per worker count:
 - throughput: `--tasks` tasks created by 8 client threads as fast as the server takes them; tasks
   per second from the first create sent to the last task completed (read back over REST);
+  with the CPU the server and the worker processes spent per task meanwhile (/proc);
 - latency: `--paced` tasks created one at a time on idle workers; create sent (client clock) to
   the handler starting (the worker's clock: the same machine), p50 / p99.
 """
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +39,12 @@ SCRIPT = ROOT / "tests" / "sdk" / "on_task_worker.py"
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(server: LiveServer, python: Path, workers: int, tasks: int, paced: int, tmp: Path) -> dict:
@@ -98,6 +106,7 @@ def run(server: LiveServer, python: Path, workers: int, tasks: int, paced: int, 
                 r = c.post(f"/agent-execution/{agent_id}", json={"input": {"text": f"burst {i}"}})
                 assert r.status_code == 200, r.text
 
+        cpu_before = cpu_seconds(server.proc.pid), sum(cpu_seconds(p.pid) for p in procs)
         begin = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(create, range(tasks)))
@@ -106,15 +115,23 @@ def run(server: LiveServer, python: Path, workers: int, tasks: int, paced: int, 
             assert time.monotonic() - begin < 600, "tasks did not complete"
             time.sleep(0.1)
         elapsed = time.monotonic() - begin
+        server_cpu = cpu_seconds(server.proc.pid) - cpu_before[0]
+        workers_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before[1]
         records = [json.loads(line) for line in log.read_text().splitlines()]
         runs = [r for r in records if r["event"] == "start"]
-        assert len(runs) == len({r["task"] for r in runs}) == paced + tasks, "a task ran twice or not at all"
+        ran = Counter(r["task"] for r in runs)
+        twice = sorted(t for t, n in ran.items() if n > 1)
+        assert not twice and len(ran) == paced + tasks, (
+            f"ran twice: {twice}; ran: {len(ran)} of {paced + tasks}"
+        )
         return {
             "workers": workers,
             "tasks": tasks,
             "tasks_per_second": round(tasks / elapsed, 1),
             "create_seconds": round(created, 2),
             "drain_seconds": round(elapsed, 2),
+            "server_cpu_ms_per_task": round(server_cpu / tasks * 1000, 1),  # creates included
+            "workers_cpu_ms_per_task": round(workers_cpu / tasks * 1000, 1),
             "latency_ms_p50": round(statistics.median(latency) * 1000, 1),
             "latency_ms_p99": round(quantile(latency, 0.99) * 1000, 1),
             "per_worker": sorted((sum(1 for r in runs if r["pid"] == p.pid) for p in procs), reverse=True),

@@ -122,6 +122,11 @@ def tasks_in_hand(worker_ids: list[str]) -> dict[str, int]:
     return {r["lease_owner"]: r["n"] for r in rows}
 
 
+def busy_workers(worker_ids: list[str]) -> set[str]:
+    """The workers whose last capacity update said all their slots are taken."""
+    return set(Worker.objects.filter(pk__in=worker_ids, is_busy=True).values_list("id", flat=True))
+
+
 def deliverable(agent_id: str, limit: int) -> list[str]:
     """The agent's oldest tasks waiting for a worker (not held, not the CLI's own, not stopping)."""
     if limit <= 0:

@@ -168,6 +168,8 @@ def _status_post(request: HttpRequest, worker_id: str) -> HttpResponse:
                 raise Invalid("data", 'must be an object like {"is_busy": false}')
             capacity = parse(CapacityIn, event.data, prefix="data.")
             worker = actions_workers.worker_capacity(actor, worker_id, capacity.is_busy, agent_id)
+            if not capacity.is_busy:
+                hub.nudge_threadsafe(worker.agent_id)  # a slot is free: deliver what waits
         else:  # worker-finished: nothing in SDK 2.0.537 sends it; accepted for a known worker
             worker = actions_workers.get_worker(actor, worker_id, agent_id)
     except TaskApiError as exc:

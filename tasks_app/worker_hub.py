@@ -44,6 +44,8 @@ class Connection:
     frames: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
 
 
+REJOIN_SECONDS = 3600.0
+
 # The hub's database work runs on one thread of its own, never on a request's (its loops outlive them).
 _DB = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-hub")
 
@@ -62,7 +64,10 @@ def _on_hub_thread(fn: Callable[..., R], *args: Any) -> Awaitable[R]:
 def _assign(agent_id: str, worker_ids: list[str]) -> list[tuple[str, str]]:
     """Deliver the agent's waiting tasks to these workers; (worker id, frame) for each delivery."""
     used = actions_workers.tasks_in_hand(worker_ids)
-    free = {w: actions_workers.SDK_CAPACITY - used.get(w, 0) for w in worker_ids}
+    # A worker that said it is busy still holds a slot for a task it finished: sent more, it would
+    # stop reading its stream (and not acknowledge in time) until that slot is free.
+    busy = actions_workers.busy_workers(worker_ids)
+    free = {w: 0 if w in busy else actions_workers.SDK_CAPACITY - used.get(w, 0) for w in worker_ids}
     out: list[tuple[str, str]] = []
     for task_id in actions_workers.deliverable(agent_id, sum(max(n, 0) for n in free.values())):
         worker_id = max(free, key=lambda w: free[w])  # ties: the first connected
@@ -84,13 +89,16 @@ class Hub:
         self._channel: str | None = None
         self._loops: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = asyncio.Event()
 
     async def start(self) -> None:
         """Start the dispatcher, reaper and hint listener once per event loop."""
         loop = asyncio.get_running_loop()
-        if self._loop is loop and self._loops:
+        if self._loop is loop:
+            await self._ready.wait()
             return
-        self._loop = loop
+        self._loop = loop  # set before any await: two first connections must not start two hubs
+        self._ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._orgs = {}
         layer = get_channel_layer()
@@ -103,12 +111,13 @@ class Hub:
         ]
         if self._channel is not None:
             self._loops.append(loop.create_task(self._hint_loop(), context=context))
+        self._ready.set()
 
     async def stop(self) -> None:
         for t in self._loops:
             t.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        self._loops = []
+        self._loops, self._loop = [], None
 
     async def attach(self, conn: Connection) -> None:
         await self.start()
@@ -135,10 +144,23 @@ class Hub:
                     )
         await sync_to_async(actions_workers.disconnect_worker)(conn.worker_id)
 
+    async def _rejoin(self) -> None:
+        """Renew the hint channel's group memberships, which channel layers expire (a day in memory)."""
+        layer = get_channel_layer()
+        for organization_id in list(self._orgs):
+            with contextlib.suppress(Exception):
+                await layer.group_add(bus.org_group_name(organization_id), self._channel)
+
     def nudge(self, agent_id: str) -> None:
         if self._wake is not None:
             self._dirty.add(agent_id)
             self._wake.set()
+
+    def nudge_threadsafe(self, agent_id: str) -> None:
+        """nudge() from a view's thread: a worker of the agent may have a free slot now."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.nudge, agent_id)
 
     def _local_agents(self) -> set[str]:
         return {c.agent_id for c in self.connections.values()}
@@ -183,8 +205,13 @@ class Hub:
 
     async def _reap_loop(self) -> None:
         period = max(min(settings.WORKER_ACK_SECONDS, settings.WORKER_LEASE_SECONDS) / 4, 0.25)
+        loop = asyncio.get_running_loop()
+        rejoin = loop.time() + REJOIN_SECONDS
         while True:
             await asyncio.sleep(period)
+            if loop.time() >= rejoin and self._channel is not None:
+                rejoin = loop.time() + REJOIN_SECONDS
+                await self._rejoin()
             try:
                 agents = await _on_hub_thread(actions_workers.reap_deliveries, settings.WORKER_MAX_ATTEMPTS)
             except Exception:

@@ -26,7 +26,7 @@ SSE = {"Accept": "text/event-stream"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("worker-routes")
-    env = server_env(workdir, WORKER_ACK_SECONDS=str(ACK), WORKER_MAX_ATTEMPTS="2", WORKER_POLL_SECONDS="0.5")
+    env = server_env(workdir, WORKER_ACK_SECONDS=str(ACK), WORKER_MAX_ATTEMPTS="2", WORKER_POLL_SECONDS="2")
     live = LiveServer(workdir, env)
     live.start()
     yield live
@@ -57,9 +57,13 @@ class Stream:
         self.response = response
         self.lines = response.iter_lines()
 
-    def next_event(self) -> tuple[str, Any]:
+    def next_event(self, within: float | None = None) -> tuple[str, Any] | None:
+        """The next named event; None if only keep-alives came for `within` seconds."""
+        deadline = None if within is None else time.monotonic() + within
         name, data = "message", None
         for line in self.lines:
+            if deadline is not None and time.monotonic() > deadline and data is None:
+                return None
             if line.startswith("event: "):
                 name = line.removeprefix("event: ")
             elif line.startswith("data: "):
@@ -135,6 +139,23 @@ def test_it_takes_back_an_unacknowledged_delivery_and_fails_it_after_the_last_at
                 time.sleep(0.1)
         assert t["status"] == "failed"
         assert "did not acknowledge" in t["result"]
+
+
+def test_it_sends_a_busy_worker_nothing_until_it_has_a_free_slot(server, alice):
+    agent_id = new_agent(server, alice)
+    with server.client(alice) as api, httpx.Client() as client, connect(client, server, alice, agent_id) as r:
+        stream = Stream(r)
+        worker_id = stream.next_event()[1]["id"]
+        busy = {"id": "x", "event": "worker-capacity-update", "data": {"is_busy": True}}
+        assert post_status(server, alice, worker_id, busy).status_code == 200
+        task_id = api.post(f"/agent-execution/{agent_id}", json={"input": {"text": "wait"}}).json()["id"]
+        assert stream.next_event(within=2) is None  # it holds its slots: it would not read the task
+        free = {"id": "y", "event": "worker-capacity-update", "data": {"is_busy": False}}
+        started = time.monotonic()
+        assert post_status(server, alice, worker_id, free).status_code == 200
+        name, delivered = stream.next_event()
+        assert (name, delivered["id"]) == ("agent-execution", task_id)
+        assert time.monotonic() - started < 1  # at once, not at the next poll
 
 
 def test_it_delivers_nothing_of_a_task_created_for_the_cli(server, alice):
