@@ -545,10 +545,7 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
     expires = now + timezone.timedelta(seconds=lease_seconds)
     with transaction.atomic():
         claimed = Task.objects.filter(
-            pk=task_id,
-            status=Status.PENDING,
-            stop_requested_at__isnull=True,
-            agent__framework=Framework.BUILTIN,  # external agents' tasks go to their own workers
+            pk=task_id, status=Status.PENDING, stop_requested_at__isnull=True
         ).update(
             status=Status.EXECUTING,
             lease_owner=worker_id,

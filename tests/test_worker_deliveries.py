@@ -33,12 +33,6 @@ def expire(task: Task) -> None:
     Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
 
-def test_it_never_lets_the_built_in_pool_claim_an_external_agents_task(pending):
-    assert actions.claim_task(pending.id, "builtin-pool", 30) is None
-    pending.refresh_from_db()
-    assert (pending.status, pending.lease_owner) == (Status.PENDING, "")
-
-
 def test_it_leaves_an_external_delivery_to_the_workers_reaper(alice, external_agent, pending):
     w = worker(alice, external_agent)
     actions_workers.deliver_task(pending.id, w.id)
