@@ -291,6 +291,8 @@ WORKER_LEASE_SECONDS = _env_float("WORKER_LEASE_SECONDS", 30.0)
 WORKER_HEARTBEAT_SECONDS = _env_float("WORKER_HEARTBEAT_SECONDS", 5.0)
 WORKER_MAX_ATTEMPTS = _env_int("WORKER_MAX_ATTEMPTS", 3)
 WORKER_POLL_SECONDS = _env_float("WORKER_POLL_SECONDS", 2.0)
+# An @on_task worker acknowledges a delivery with its first `executing` PATCH; unacknowledged, it is taken back.
+WORKER_ACK_SECONDS = _env_float("WORKER_ACK_SECONDS", 30.0)
 SSE_KEEPALIVE_SECONDS = _env_float("SSE_KEEPALIVE_SECONDS", 15.0)
 SSE_MAX_STREAMS_PER_KEY = _env_int("SSE_MAX_STREAMS_PER_KEY", 20)  # open event streams per API key
 SSE_READ_THREADS = _env_int("SSE_READ_THREADS", 4)  # threads (so DB connections) every follower shares

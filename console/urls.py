@@ -9,7 +9,17 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
 
 from console import admin_site
-from tasks_app import openapi, rest, rest_agents, rest_connections, rest_keys, rest_platform, sse, uploads
+from tasks_app import (
+    openapi,
+    rest,
+    rest_agents,
+    rest_connections,
+    rest_keys,
+    rest_platform,
+    rest_workers,
+    sse,
+    uploads,
+)
 
 api = openapi.Api(title="Agent Task Console API", version="1", auth=rest.ApiKeyAuth(), urls_namespace="api")
 rest.install_error_handlers(api)
@@ -17,6 +27,7 @@ api.add_router("/v1/agents", rest_agents.router)
 api.add_router("/v1/keys", rest_keys.keys_router)
 api.add_router("/v1/audit", rest_keys.audit_router)
 api.add_router("/v1/connections", rest_connections.router)
+api.add_router("/v1/agents", rest_workers.router)
 api.add_router("", rest.router)
 api.add_router("", rest_platform.router)
 
@@ -37,6 +48,7 @@ handler400 = bad_request
 
 urlpatterns = [
     path("api/agent-execution/<str:task_id>/events", sse.task_events, name="task-events"),
+    *rest_workers.urlpatterns,
     path("api/", api.urls),
     re_path(r"^api/(?P<rest_of_path>.*)$", api_not_found),
     path("files/<str:token>/<str:name>", uploads.download, name="upload-file"),

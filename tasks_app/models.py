@@ -77,6 +77,7 @@ class Task(models.Model):
     return_metrics = models.BooleanField(default=False)
     last_executed_node_id = models.CharField(max_length=200, blank=True, default="")
     agent_version = models.CharField(max_length=64, blank=True, default="")
+    run_locally = models.BooleanField(default=False)  # the SDK's CLI runs it itself: never sent to a worker
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -212,3 +213,4 @@ class InternalStatusChange(models.Model):
 
 
 from tasks_app.signin_models import SignInWait  # noqa: E402, F401  (issue 15: tasks waiting for a sign-in)
+from tasks_app.worker_models import Worker  # noqa: E402, F401 - a model of this app, in its own module

@@ -377,6 +377,9 @@ SSE_OPERATION: dict[str, Any] = {
 }
 
 
+PLAIN_PATHS: dict[str, dict[str, Any]] = {}  # other plain Django views' operations, by path (rest_workers)
+
+
 class Api(NinjaAPI):
     """NinjaAPI whose document also holds our request models and the SSE route."""
 
@@ -389,4 +392,5 @@ class Api(NinjaAPI):
             components.update(model_schema.pop("$defs", {}))
             components[name] = model_schema
         schema["paths"][SSE_PATH] = {"get": SSE_OPERATION}
+        schema["paths"].update(PLAIN_PATHS)
         return schema

@@ -81,6 +81,7 @@ class TaskCreateIn(Lenient):
     llm_model_provider: str | None = Field(default=None, max_length=64)
     llm_model_name: str | None = Field(default=None, max_length=200)
     llm_reasoning_effort: Literal["low", "medium", "high", "xhigh"] | None = None
+    run_locally: StrictBool = False  # the SDK's `--invoke` test mode runs the task in the worker itself
 
     @field_validator("user_tokens")
     @classmethod

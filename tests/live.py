@@ -100,9 +100,10 @@ class LiveServer:
     def client(self, account: Account, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.api, headers={"x-api-key": account.api_key}, timeout=30, **kw)
 
-    def start(self) -> None:
+    def start(self, *, same_port: bool = False) -> None:
+        """Migrate and start daphne; `same_port` restarts it where clients already point."""
         self.manage("migrate", "--noinput", "-v", "0")
-        self.port = free_port()
+        self.port = self.port if same_port and self.port else free_port()
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - kept open for the server's life
         self.proc = subprocess.Popen(
             [

@@ -92,6 +92,7 @@ def create_task(
             llm_model_name=data.llm_model_name or "",
             llm_reasoning_effort=data.llm_reasoning_effort or "",
             return_metrics=data.return_metrics,
+            run_locally=data.run_locally,
         )
         task.save(force_insert=True)
         if data.user_tokens and parent is None:

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from console.models import Framework
 from tasks_app import dispatch
 from tasks_app.actions.log import _action, _append_activity, _append_events, _async_twin, _task_secrets
 from tasks_app.actions.rows import _finish, _save, _snapshot, _task_for_update
@@ -156,8 +157,10 @@ def requeue_expired(max_attempts: int) -> list[str]:
     """Reaper: give tasks whose lease expired back to the queue, or fail them after max_attempts."""
     now = timezone.now()
     requeued: list[str] = []
-    expired = list(
-        Task.objects.filter(status=Status.EXECUTING, lease_expires_at__lt=now).values_list("id", flat=True)
+    expired = list(  # external agents' deliveries have their own reaper (actions.workers)
+        Task.objects.filter(
+            status=Status.EXECUTING, lease_expires_at__lt=now, agent__framework=Framework.BUILTIN
+        ).values_list("id", flat=True)
     )
     for task_id in expired:
         with transaction.atomic():
