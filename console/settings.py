@@ -305,6 +305,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_RUN_TIMEOUT_SECO
 SSE_KEEPALIVE_SECONDS = _env_float("SSE_KEEPALIVE_SECONDS", 15.0)
 SSE_MAX_STREAMS_PER_KEY = _env_int("SSE_MAX_STREAMS_PER_KEY", 20)  # open event streams per API key
 SSE_READ_THREADS = _env_int("SSE_READ_THREADS", 4)  # threads (so DB connections) all open streams share
+# Requests of one web process that may hold a database connection at once (more wait their turn).
+WEB_DB_CONNECTIONS = _env_int("WEB_DB_CONNECTIONS", 40)
 if SSE_MAX_STREAMS_PER_KEY < 1 or SSE_READ_THREADS < 1:
     raise ValueError("SSE_MAX_STREAMS_PER_KEY and SSE_READ_THREADS must be at least 1")
 STOP_WAIT_SECONDS = _env_float("STOP_WAIT_SECONDS", 5.0)

@@ -68,15 +68,17 @@ class CeleryRunPool(WorkerPool):
         await super().stop()
 
     def submit(self, task_id: str) -> None:
-        """A task the reaper handed back goes to the broker, not to this process's own queue."""
-        dispatch.dispatch(task_id)
+        """A task the reaper handed back goes to the broker (from a thread: publishing blocks)."""
+        assert self.loop is not None
+        self.loop.run_in_executor(None, dispatch.dispatch, task_id)
 
     async def run_delivered(self, task_id: str) -> str:
         """Claim and run one delivered task; return what happened (for the worker's log)."""
         current = self.running.get(task_id)
-        if current is not None:  # delivered again to the process running it
-            await asyncio.shield(current)
-            return "already running here"
+        if current is not None:
+            # Delivered again while a run here goes on: if that run lost its lease (the reaper gave
+            # the task back), this delivery is the one that must run it, once the old run is gone.
+            await asyncio.wait({current})
         task = await actions.aclaim_task(task_id, self.worker_id, settings.WORKER_LEASE_SECONDS)
         if task is None:
             return "not claimed (finished, stopped or running elsewhere)"
@@ -151,6 +153,29 @@ def _check_keys(**_: object) -> None:
         crypto.check_stored_secrets()
     except crypto.KeysDoNotMatchData as exc:
         raise SystemExit(f"Refusing to start: {exc}") from None
+
+
+# Imported by a run the first time it needs them: seconds of CPU with the loop blocked, long enough
+# for the first runs' leases to lapse. Loaded before the worker takes its first message instead.
+_RUNTIME_IMPORTS = (
+    "pydantic_ai",
+    "pydantic_ai.mcp",
+    "pydantic_ai.models.openai",
+    "pydantic_ai.models.anthropic",
+    "pydantic_ai.providers.openai",
+    "pydantic_ai.providers.openai_compatible",
+    "pydantic_ai.providers.anthropic",
+)
+
+
+@signals.worker_ready.connect
+def _warm_up(**_: object) -> None:
+    """Import the model runtime and start the run pool before the first delivery."""
+    import importlib
+
+    for name in _RUNTIME_IMPORTS:
+        importlib.import_module(name)
+    _process.get()
 
 
 @signals.worker_shutdown.connect
