@@ -10,6 +10,7 @@ may run twice at the same time, and a stop sent to either server stops a run on 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -42,9 +43,7 @@ async def _follow(url: str, key: str, task_id: str, out: list[tuple[int, str]]) 
     """An SSE subscriber from the start of the task to its end, as the SDK follows one."""
     async with (
         httpx.AsyncClient(timeout=120) as client,
-        client.stream(
-            "GET", f"{url}/api/agent-execution/{task_id}/events", headers={"x-api-key": key}
-        ) as r,
+        client.stream("GET", f"{url}/api/agent-execution/{task_id}/events", headers={"x-api-key": key}) as r,
     ):
         assert r.status_code == 200, await r.aread()
         seq = None
@@ -95,9 +94,7 @@ def cluster(tmp_path):
         cluster.stop()
 
 
-def test_it_survives_a_killed_worker_with_every_event_once_and_in_order_on_both_servers(
-    cluster, mcp_server
-):
+def test_it_survives_a_killed_worker_with_every_event_once_and_in_order_on_both_servers(cluster, mcp_server):
     a, b = cluster.start_server(), cluster.start_server()
     w1, w2 = cluster.start_worker(concurrency=60), cluster.start_worker(concurrency=60)
     alice = a.account("Cluster Org", "alice@cluster.test")
@@ -147,7 +144,7 @@ def test_it_survives_a_killed_worker_with_every_event_once_and_in_order_on_both_
         by_task.setdefault(re.search(r"\[mp-\w+-\d+\]", req.user_text).group(0), []).append(req)
     for key, reqs in by_task.items():
         reqs.sort(key=lambda r: r.received_at)
-        for earlier, later in zip(reqs, reqs[1:], strict=False):
+        for earlier, later in itertools.pairwise(reqs):
             assert earlier.finished_at is not None and earlier.finished_at <= later.received_at, key
     rerun = [k for k, reqs in by_task.items() if any(r.disconnected for r in reqs)]
     assert rerun, "the kill interrupted no run: the test did not test a crash"
@@ -162,7 +159,9 @@ def test_a_stop_sent_to_either_server_stops_a_run_on_either_worker(cluster):
     with ScriptedModel(scripts={marker: lambda body: Turn.reply("Working", chunks=2, hang=True)}) as model:
         agent = builtin_agent(api_a, model)
         tasks = [
-            api_a.post(f"/agent-execution/{agent['id']}", json={"input": {"text": f"{marker} {i}"}}).json()["id"]
+            api_a.post(f"/agent-execution/{agent['id']}", json={"input": {"text": f"{marker} {i}"}}).json()[
+                "id"
+            ]
             for i in range(8)
         ]
         model.wait_for(lambda: sum(r.chunks_sent >= 1 for r in model.requests) == 8, timeout=30)
