@@ -22,7 +22,7 @@ from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from console.access import actor_for_request, key_is_valid
-from tasks_app import actions, bus, stream_slots, wire
+from tasks_app import actions, bus, live_receive, stream_slots, wire
 from tasks_app.errors import BadRequest, TaskApiError
 from tasks_app.models import TERMINAL_STATUSES, Task
 
@@ -156,12 +156,7 @@ async def follow(
         beat = settings.SSE_KEEPALIVE_SECONDS
         next_beat = loop.time() + beat
         while True:
-            try:
-                message = await asyncio.wait_for(
-                    layer.receive(channel), timeout=max(next_beat - loop.time(), 0)
-                )
-            except TimeoutError:
-                message = None
+            message = await live_receive.receive(layer, channel, group, max(next_beat - loop.time(), 0))
             if loop.time() >= next_beat:
                 next_beat = loop.time() + beat
                 if still_allowed is not None and not await still_allowed():
