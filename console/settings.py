@@ -247,6 +247,15 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Uploaded files: every web server and worker must see the same ones (a shared MEDIA_ROOT, or an
+# object store through a storage backend such as django-storages' S3Storage; docs/deploy.md).
+STORAGES = {
+    "default": {
+        "BACKEND": env.str("FILE_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": env.json("FILE_STORAGE_OPTIONS", default={}),
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 # The web console (console/web): sign-in at /, sessions, Content-Security-Policy.
 LOGIN_URL = "/"
 SESSION_COOKIE_AGE = _env_int("SESSION_COOKIE_AGE", 7 * 24 * 3600)

@@ -97,3 +97,17 @@ def test_it_names_the_variable_that_does_not_parse(tmp_path):
     assert "TASK_EXECUTION must be inprocess, none or celery" in out.stderr
     out = _settings(tmp_path, DATABASE_URL="mysql://root@127.0.0.1/test")
     assert "DATABASE_URL scheme 'mysql' is not supported" in out.stderr
+
+
+def test_it_takes_the_file_storage_from_the_environment(tmp_path):
+    code = (
+        "import django; django.setup(); from django.core.files.storage import default_storage as d; "
+        "d._setup(); print(type(d._wrapped).__name__, d.location)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "console.settings", "VAR_DIR": str(tmp_path)}
+    env.pop("DATABASE_URL", None)
+    env["FILE_STORAGE_OPTIONS"] = json.dumps({"location": str(tmp_path / "shared")})
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split() == ["FileSystemStorage", str(tmp_path / "shared")], out.stderr[-2000:]
