@@ -10,12 +10,14 @@ are done, and the stream reads through the shared pool in `tasks_app.sse`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connections
 from django.http import HttpResponseBase
@@ -30,6 +32,7 @@ class RequestThread(Executor):
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
+        self.db_turn = _DatabaseTurn()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         if self._pool is None:
@@ -43,6 +46,30 @@ class RequestThread(Executor):
 
 
 _request_thread: ContextVar[RequestThread] = ContextVar("request_thread")
+_turns: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+class _DatabaseTurn:
+    """One request's share of WEB_DB_CONNECTIONS (a request thread may hold one connection).
+
+    Released when the request ends or, for a long stream, as soon as its thread lets go.
+    """
+
+    def __init__(self) -> None:
+        self._sem: asyncio.Semaphore | None = None
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        sem = _turns.get(loop)
+        if sem is None:
+            sem = _turns[loop] = asyncio.Semaphore(settings.WEB_DB_CONNECTIONS)
+        await sem.acquire()
+        self._sem = sem
+
+    def release(self) -> None:
+        sem, self._sem = self._sem, None
+        if sem is not None:
+            sem.release()
 
 
 class StreamingASGIHandler(ASGIHandler):
@@ -51,6 +78,8 @@ class StreamingASGIHandler(ASGIHandler):
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         thread = RequestThread()
         token = _request_thread.set(thread)
+        # A burst of requests waits for a turn instead of opening more connections than the database takes.
+        await thread.db_turn.acquire()
         try:
             # The outermost context decides: Django's own ThreadSensitiveContext inside reuses ours.
             async with ThreadSensitiveContext(executor=thread):
@@ -58,9 +87,11 @@ class StreamingASGIHandler(ASGIHandler):
         finally:
             _request_thread.reset(token)
             thread.shutdown(wait=False)  # not joined here: the loop must not wait on a thread
+            thread.db_turn.release()
 
     async def send_response(self, response: HttpResponseBase, send: Callable) -> None:
         if response.streaming and response.is_async:
             await sync_to_async(connections.close_all)()  # on the request's thread: its connections
             _request_thread.get().shutdown(wait=False)
+            _request_thread.get().db_turn.release()
         await super().send_response(response, send)

@@ -9,40 +9,48 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
 
+import environ
 from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+# Typed reads of the environment (django-environ); the helpers below keep "set but empty" meaning
+# "use the default" and name the variable in the error when a value does not parse.
+env = environ.Env()
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+
+def _env_set(name: str) -> bool:
+    return bool(os.environ.get(name, "").strip())
 
 
 def _env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    return env.bool(name) if _env_set(name) else default
 
 
 def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
+    if not _env_set(name):
         return default
     try:
-        return int(value)
+        return env.int(name)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from exc
+        raise ValueError(f"{name} must be an integer, got {os.environ[name]!r}") from exc
 
 
 def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    if not value:
+    if not _env_set(name):
         return default
     try:
-        return float(value)
+        return env.float(name)
     except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {value!r}") from exc
+        raise ValueError(f"{name} must be a number, got {os.environ[name]!r}") from exc
+
+
+def _env_list(name: str, default: str = "") -> list[str]:
+    """A comma-separated variable as a list, blanks dropped."""
+    return [v.strip() for v in env.list(name, default=default.split(",") if default else []) if v.strip()]
 
 
 class MissingSecret(Exception):
@@ -80,30 +88,23 @@ def _persistent_secret(filename: str, make, *, env_name: str, embedded: bool) ->
 
 def _database_from_url(url: str) -> dict:
     """Turn DATABASE_URL (sqlite:///path or postgres://...) into a Django DATABASES entry."""
-    parsed = urlparse(url)
-    scheme = parsed.scheme
+    scheme = url.split(":", 1)[0]
     if scheme == "sqlite":
-        # sqlite:///relative/path or sqlite:////absolute/path
-        name = unquote(parsed.path[1:]) if parsed.path.startswith("/") else unquote(parsed.path)
-        if not name:
+        # sqlite:///relative/path (relative to the project) or sqlite:////absolute/path
+        name = env.db_url_config(url)["NAME"]
+        if not name or name == ":memory:":
             raise ValueError("DATABASE_URL for sqlite needs a path, e.g. sqlite:///var/db.sqlite3")
         path = Path(name)
-        if not path.is_absolute():
-            path = BASE_DIR / path
-        return _sqlite(path)
+        return _sqlite(path if path.is_absolute() else BASE_DIR / path)
     if scheme in {"postgres", "postgresql", "pgsql"}:
-        options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
-            "USER": unquote(parsed.username or ""),
-            "PASSWORD": unquote(parsed.password or ""),
-            "HOST": parsed.hostname or "",
-            "PORT": str(parsed.port or ""),
-            "OPTIONS": options,
-            "CONN_MAX_AGE": 0,
-            "TEST": {"NAME": os.environ.get("TEST_DATABASE_NAME") or None},
-        }
+        config = env.db_url_config(url)
+        config.setdefault("NAME", "postgres")
+        config["NAME"] = config["NAME"] or "postgres"
+        config["PORT"] = str(config.get("PORT") or "")
+        config.setdefault("OPTIONS", {})
+        config["CONN_MAX_AGE"] = 0  # ASGI: a connection per request/thread, closed after use
+        config["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="") or None}
+        return config
     raise ValueError(f"DATABASE_URL scheme {scheme!r} is not supported (use sqlite:/// or postgres://)")
 
 
@@ -118,22 +119,26 @@ def _sqlite(path: Path) -> dict:
             "timeout": 20,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         },
+        # Tests on a file too, as in production: an in-memory shared-cache database locks whole tables,
+        # so a read on another thread (the followers' pool) fails at once beside a write.
+        "TEST": {"NAME": str(Path(tempfile.gettempdir()) / f"atc-test-{os.getpid()}.sqlite3")},
     }
 
 
 DEBUG = _env_bool("DEBUG")
-_DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
+_DATABASE_URL = env.str("DATABASE_URL", default="").strip()
 # Secrets are generated into var/ only for the embedded SQLite default (one machine).
 EMBEDDED_DATABASE = not _DATABASE_URL or _DATABASE_URL.startswith("sqlite:")
+# Secrets are read raw: django-environ would treat a value starting with "$" as a reference.
 SECRET_KEY = os.environ.get("SECRET_KEY") or _persistent_secret(
     "secret_key", lambda: secrets.token_urlsafe(50), env_name="SECRET_KEY", embedded=EMBEDDED_DATABASE
 )
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS")
 
 # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Never derived from SECRET_KEY.
 FIELD_ENCRYPTION_KEY_FILE = VAR_DIR / "field_encryption_key"
-FIELD_ENCRYPTION_KEYS_FROM_ENV = bool(os.environ.get("FIELD_ENCRYPTION_KEYS", "").strip())
+FIELD_ENCRYPTION_KEYS_FROM_ENV = _env_set("FIELD_ENCRYPTION_KEYS")
 FIELD_ENCRYPTION_KEYS = [
     k.strip()
     for k in (
@@ -158,7 +163,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTT
 SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
 # The header a trusted proxy sets to say the client used HTTPS (e.g. X-Forwarded-Proto); unset
 # means no proxy is trusted, since any client could send it.
-_PROXY_HEADER = os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip()
+_PROXY_HEADER = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_" + _PROXY_HEADER.upper().replace("-", "_"), "https") if _PROXY_HEADER else None
 )
@@ -220,7 +225,7 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = env.str("REDIS_URL", default="").strip()
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -246,7 +251,16 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 MEDIA_URL = "media/"
-MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Uploaded files: every web server and worker must see the same ones (a shared MEDIA_ROOT, or an
+# object store through a storage backend such as django-storages' S3Storage; docs/deploy.md).
+STORAGES = {
+    "default": {
+        "BACKEND": env.str("FILE_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": env.json("FILE_STORAGE_OPTIONS", default={}),
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 # The web console (console/web): sign-in at /, sessions, Content-Security-Policy.
 LOGIN_URL = "/"
 SESSION_COOKIE_AGE = _env_int("SESSION_COOKIE_AGE", 7 * 24 * 3600)
@@ -283,9 +297,10 @@ API_JSON_MAX_DEPTH = _env_int("API_JSON_MAX_DEPTH", 64)  # nesting levels of a r
 ACTIVITY_PAGE_MAX = _env_int("ACTIVITY_PAGE_MAX", 1000)  # largest ?limit= of the activity log route
 METRICS_REPORTS_PER_TASK = _env_int("METRICS_REPORTS_PER_TASK", 50)  # older reports are dropped
 METRICS_REPORT_MAX_BYTES = _env_int("METRICS_REPORT_MAX_BYTES", 64 * 1024)  # one report, as JSON
-TASK_EXECUTION = os.environ.get("TASK_EXECUTION", "inprocess")  # inprocess | none (a separate runworker)
-if TASK_EXECUTION not in {"inprocess", "none"}:
-    raise ValueError(f"TASK_EXECUTION must be inprocess or none, got {TASK_EXECUTION!r}")
+# inprocess | none (a separate runworker) | celery (Celery workers, tasks_app/celery_executor.py)
+TASK_EXECUTION = env.str("TASK_EXECUTION", default="inprocess").strip() or "inprocess"
+if TASK_EXECUTION not in {"inprocess", "none", "celery"}:
+    raise ValueError(f"TASK_EXECUTION must be inprocess, none or celery, got {TASK_EXECUTION!r}")
 WORKER_CONCURRENCY = _env_int("WORKER_CONCURRENCY", 1000)
 WORKER_LEASE_SECONDS = _env_float("WORKER_LEASE_SECONDS", 30.0)
 WORKER_HEARTBEAT_SECONDS = _env_float("WORKER_HEARTBEAT_SECONDS", 5.0)
@@ -296,17 +311,30 @@ WORKER_ACK_SECONDS = _env_float("WORKER_ACK_SECONDS", 30.0)
 SSE_KEEPALIVE_SECONDS = _env_float("SSE_KEEPALIVE_SECONDS", 15.0)
 SSE_MAX_STREAMS_PER_KEY = _env_int("SSE_MAX_STREAMS_PER_KEY", 20)  # open event streams per API key
 SSE_READ_THREADS = _env_int("SSE_READ_THREADS", 4)  # threads (so DB connections) every follower shares
+# TASK_EXECUTION=celery: runs are delivered through this broker to `celery -A console worker`
+# (docs/deploy.md). Acks come after the run; the database lease stays the truth.
+CELERY_BROKER_URL = (
+    env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "amqp://guest:guest@127.0.0.1:5672//"
+)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="agent-runs")
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a busy worker does not sit on runs another could start
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Longer than the longest run: an unacknowledged run is redelivered after it (Redis broker).
+CELERY_RUN_TIMEOUT_SECONDS = _env_int("CELERY_RUN_TIMEOUT_SECONDS", 24 * 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_RUN_TIMEOUT_SECONDS + 3600}
+# Requests of one web process that may hold a database connection at once (more wait their turn).
+WEB_DB_CONNECTIONS = _env_int("WEB_DB_CONNECTIONS", 40)
 if SSE_MAX_STREAMS_PER_KEY < 1 or SSE_READ_THREADS < 1:
     raise ValueError("SSE_MAX_STREAMS_PER_KEY and SSE_READ_THREADS must be at least 1")
 STOP_WAIT_SECONDS = _env_float("STOP_WAIT_SECONDS", 5.0)
 CHUNK_COALESCE_SECONDS = _env_float("CHUNK_COALESCE_SECONDS", 0.05)
 # Internal hosts/CIDRs the server may connect to (files, model endpoints, MCP); FILE_FETCH_ALLOWLIST is an alias.
-OUTBOUND_ALLOWLIST = [
-    h.strip()
-    for name in ("OUTBOUND_ALLOWLIST", "FILE_FETCH_ALLOWLIST")
-    for h in os.environ.get(name, "").split(",")
-    if h.strip()
-]
+OUTBOUND_ALLOWLIST = _env_list("OUTBOUND_ALLOWLIST") + _env_list("FILE_FETCH_ALLOWLIST")
 # A bad entry stops the start here, not the first task that connects somewhere.
 __import__("tasks_app.client.egress").client.egress.Allowlist.parse(OUTBOUND_ALLOWLIST)
 # How long the link to a file uploaded with a task works without the organization's API key.
@@ -322,6 +350,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

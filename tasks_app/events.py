@@ -21,7 +21,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connections
 
-from tasks_app import actions, bus, wire
+from tasks_app import actions, bus, live_receive, wire
 from tasks_app.models import TERMINAL_STATUSES, Task
 
 PAGE = 500
@@ -131,12 +131,8 @@ async def follow(
             if next_beat is None:
                 next_beat = loop.time() + beat  # the beat runs from the end of the first replay
             while True:
-                try:
-                    message = await asyncio.wait_for(
-                        layer.receive(channel), timeout=max(next_beat - loop.time(), 0)
-                    )
-                except TimeoutError:
-                    message = None
+                # A failed receive (the layer went away, e.g. a Redis restart) reads the log instead.
+                message = await live_receive.receive(layer, channel, group, max(next_beat - loop.time(), 0))
                 if loop.time() >= next_beat:
                     next_beat = loop.time() + beat
                     if still_allowed is not None and not await still_allowed():

@@ -153,3 +153,13 @@ def daphne_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Django removes the file test database; its WAL side files are ours to remove."""
+    import glob
+    import os
+    import tempfile
+
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"atc-test-{os.getpid()}.sqlite3-*")):
+        os.remove(path)

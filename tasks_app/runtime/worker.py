@@ -130,7 +130,8 @@ class WorkerPool:
             self.running.pop(task_id, None)
 
     async def _heartbeat(self, task_id: str, run: asyncio.Task) -> None:
-        renew = sync_to_async(actions.renew_lease)
+        # Its own threads: a renewal queued behind busy runs' writes would let the lease lapse.
+        renew = sync_to_async(actions.renew_lease, thread_sensitive=False)
         while not run.done():
             await asyncio.sleep(settings.WORKER_HEARTBEAT_SECONDS)
             try:
