@@ -184,3 +184,21 @@ def test_charlie_from_another_org_cannot_see_or_change_alices_agent(alice, charl
     r = client.post("/agents/new/", form(name="Theirs", sub_agents=[agent]))
     assert r.status_code == 400 and 'id="id_sub_agents_error"' in r.content.decode()
     assert Agent.objects.get(pk=agent).name == "Scout"
+
+
+def test_an_external_agents_page_lists_its_live_workers_and_their_tasks(alice, external_agent):
+    from console.access import actor_for_key
+    from tasks_app.actions import workers
+    from tests.conftest import create_body
+
+    client = signed_in(alice)
+    assert "No worker is connected" in client.get(f"/agents/{external_agent.id}/").content.decode()
+    actor = actor_for_key(alice.key)
+    worker = workers.register_worker(actor, external_agent.id, environment="laptop")
+    task_id = alice.post(f"/api/agent-execution/{external_agent.id}", create_body("hello")).json()["id"]
+    assert workers.deliver_task(task_id, worker.id) is not None
+    page = client.get(f"/agents/{external_agent.id}/").content.decode()
+    assert worker.id in page and "laptop" in page
+    assert f'href="/tasks/{task_id}/"' in page
+    workers.disconnect_worker(worker.id)
+    assert worker.id not in client.get(f"/agents/{external_agent.id}/").content.decode()

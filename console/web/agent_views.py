@@ -19,9 +19,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console import agents
+from console.access import Actor
 from console.errors import Conflict, Invalid
-from console.models import Agent, GraphItemType, ModelProvider, Role
+from console.models import Agent, Framework, GraphItemType, ModelProvider, Role
 from console.web.guard import member_page
+from tasks_app.actions import workers as actions_workers
 from tasks_app.rest import parse
 
 AUTH_TYPES = [("none", "None"), ("api_key", "API key or bearer token"), ("oauth2", "OAuth2")]
@@ -235,13 +237,24 @@ def _save(request: HttpRequest, agent: Agent | None) -> tuple[Agent | None, Agen
     return None, form, formset
 
 
-def _edit_context(agent: Agent | None, form: AgentForm, formset: Any) -> dict[str, Any]:
-    sub_items = []
+def _edit_context(
+    agent: Agent | None, form: AgentForm, formset: Any, actor: Actor | None = None
+) -> dict[str, Any]:
+    sub_items, workers = [], []
     if agent is not None:
         items = list(agent.graph_items.filter(type=GraphItemType.AGENT))
         names = dict(Agent.objects.filter(pk__in=[i.item_id for i in items]).values_list("id", "name"))
         sub_items = [{"name": names.get(i.item_id, i.item_id), "key": i.key} for i in items]
-    return {"nav": "agents", "agent": agent, "form": form, "formset": formset, "sub_items": sub_items}
+        if actor is not None and agent.framework == Framework.EXTERNAL:  # its live @on_task workers
+            workers = actions_workers.live_workers(actor, agent.id)
+    return {
+        "nav": "agents",
+        "agent": agent,
+        "form": form,
+        "formset": formset,
+        "sub_items": sub_items,
+        "workers": workers,
+    }
 
 
 @member_page(role=Role.ADMIN)
@@ -281,7 +294,12 @@ def agent_edit(request: HttpRequest, agent_id: str) -> HttpResponse:
             messages.success(request, f"Agent {saved.name} saved.")
             return redirect(f"/agents/{saved.id}/")
         agent.refresh_from_db()  # the failed save may have changed the instance in memory
-        return render(request, "admin_pages/agent_edit.html", _edit_context(agent, form, formset), status=400)
+        return render(
+            request,
+            "admin_pages/agent_edit.html",
+            _edit_context(agent, form, formset, request.actor),
+            status=400,
+        )
     initial = {
         "name": agent.name,
         "unique_name": agent.unique_name,
@@ -299,7 +317,7 @@ def agent_edit(request: HttpRequest, agent_id: str) -> HttpResponse:
     }
     form = AgentForm(request.actor.organization_id, agent, initial=initial)
     formset = McpFormSet(prefix="mcp", initial=_mcp_initial(agent))
-    return render(request, "admin_pages/agent_edit.html", _edit_context(agent, form, formset))
+    return render(request, "admin_pages/agent_edit.html", _edit_context(agent, form, formset, request.actor))
 
 
 @member_page(role=Role.ADMIN)
