@@ -14,12 +14,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from console import audit, crypto
+from console import audit, crypto, egress
 from console.access import Actor
 from console.errors import Conflict, Forbidden, Invalid, NotFound
 from console.masking import is_secret_key
 from console.models import Agent, GraphItem, Role
-from tasks_app.client import egress
 
 SECRET_MCP_KEYS = ("api_key", "client_secret", "headers")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)

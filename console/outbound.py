@@ -1,7 +1,7 @@
 """Outbound HTTP for the runtime (files, model endpoints, MCP servers) under the egress guard.
 
 Pinning is done in the connection pool's network backend: every TCP connect resolves the host,
-checks each address against tasks_app.client.egress and OUTBOUND_ALLOWLIST, and connects to a checked
+checks each address against console.egress and OUTBOUND_ALLOWLIST, and connects to a checked
 address. TLS still verifies the certificate against the host name (httpcore passes the URL's host
 as SNI), keep-alive connections were checked when they were opened, and redirects are covered
 because each new connection goes through the same check. Environment proxies are not used: a
@@ -19,7 +19,7 @@ import httpcore2
 import httpx2
 from django.conf import settings
 
-from tasks_app.client.egress import Allowlist, OutboundRefused, check_saved_url, resolve
+from console.egress import Allowlist, OutboundRefused, check_saved_url, resolve
 
 LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)  # the model SDKs' defaults
 __all__ = ["GuardedTransport", "OutboundRefused", "allowlist", "check_url", "client", "refusal_in"]

@@ -336,7 +336,7 @@ CHUNK_COALESCE_SECONDS = _env_float("CHUNK_COALESCE_SECONDS", 0.05)
 # Internal hosts/CIDRs the server may connect to (files, model endpoints, MCP); FILE_FETCH_ALLOWLIST is an alias.
 OUTBOUND_ALLOWLIST = _env_list("OUTBOUND_ALLOWLIST") + _env_list("FILE_FETCH_ALLOWLIST")
 # A bad entry stops the start here, not the first task that connects somewhere.
-__import__("tasks_app.client.egress").client.egress.Allowlist.parse(OUTBOUND_ALLOWLIST)
+__import__("console.egress").egress.Allowlist.parse(OUTBOUND_ALLOWLIST)
 # How long the link to a file uploaded with a task works without the organization's API key.
 TASK_UPLOAD_LINK_MAX_AGE = _env_int("TASK_UPLOAD_LINK_MAX_AGE", 7 * 24 * 3600)
 # MCP sign-in (issue 15): the console's public address for OAuth redirects (default: the request's host).

@@ -8,8 +8,7 @@ import ipaddress
 
 import pytest
 
-from console import outbound
-from tasks_app.client import egress
+from console import egress, outbound
 from tests.tools.file_server import FileServer
 
 EMBEDDING_FORMS = [
