@@ -12,6 +12,9 @@ each recorded request names the task it served, and one responder answers by MOD
               executing while the ramp goes on; then `capacity_delay_first` s to the first byte
               and `capacity_chunks` chunks, one every `capacity_delay_chunk` s.
 - `stop`:     stream a few chunks and hang until the client goes away (stop benchmark).
+- `plain`:    answer in `agent_chunks` chunks at once, no tool call (the LangGraph comparison: the
+              agent has an MCP server in its graph that this prompt does not call).
+- `long`:     answer in `long_chunks` chunks at once, no tool call (CPU per streamed chunk).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ ANSWER_WORDS = "The sum of two and three is five, computed with the add tool as 
 @dataclass
 class ServicesConfig:
     agent_chunks: int = 20
+    long_chunks: int = 500
     capacity_delay_first: float = 1.0
     capacity_chunks: int = 10
     capacity_delay_chunk: float = 1.0
@@ -55,6 +59,7 @@ def make_responder(cfg: ServicesConfig):
     from tests.tools.scripted_model import Turn, first_user_text, last_message
 
     answer = agent_answer(cfg.agent_chunks)
+    long_answer = agent_answer(cfg.long_chunks)
     capacity_text = " ".join(f"part{i}" for i in range(cfg.capacity_chunks))
 
     def respond(body: dict[str, Any]) -> Turn:
@@ -71,6 +76,10 @@ def make_responder(cfg: ServicesConfig):
                 delay_first=cfg.capacity_delay_first,
                 delay_chunk=cfg.capacity_delay_chunk,
             )
+        if mode == "plain":
+            return Turn.reply(answer, chunks=cfg.agent_chunks)
+        if mode == "long":
+            return Turn.reply(long_answer, chunks=cfg.long_chunks)
         if mode == "stop":
             return Turn.reply("Working on it", chunks=3, hang=True)
         return Turn.reply("Unknown benchmark mode.")
