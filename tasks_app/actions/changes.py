@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 
 from django.db import transaction
 from django.utils import timezone
@@ -39,6 +38,11 @@ def stop_task(actor: Actor, task_id: str) -> Task:
         running_here = (
             task.status == Status.EXECUTING and task.lease_owner and task.agent.framework == Framework.BUILTIN
         )
+        if running_here:
+            # The cancel goes out now, not after the commit: the model's connection closes while this
+            # transaction finishes. The run records the stop itself (finish_task waits for this row),
+            # so a cancel that outruns the commit still ends as "stopped", never lost.
+            dispatch.request_cancel(task.id)
         task.stop_requested_at = timezone.now()
         _save(task, "stop_requested_at")
         if not running_here:
@@ -49,8 +53,6 @@ def stop_task(actor: Actor, task_id: str) -> Task:
             .exclude(status__in=TERMINAL_STATUSES)
             .values_list("id", flat=True)
         )
-        if running_here:
-            transaction.on_commit(functools.partial(dispatch.request_cancel, task.id))
     for child in children:
         with contextlib.suppress(Conflict):
             stop_task(Actor(task.organization_id, SYSTEM), child)
