@@ -794,6 +794,7 @@ class Server:
             SSE_KEEPALIVE_SECONDS="15",  # production defaults, not the tests' short ones
             STOP_WAIT_SECONDS="5",
             MODEL_TIMEOUT_SECONDS="600",  # capacity holds model calls for as long as the ramp takes
+            SSE_MAX_STREAMS_PER_KEY="4096",  # one key follows every task (capacity: 2,000 streams)
         )
         self.live = LiveServer(workdir, env)
         self.account = None
