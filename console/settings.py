@@ -273,6 +273,7 @@ CONSOLE_PAGE_SIZE = _env_int("CONSOLE_PAGE_SIZE", 50)
 DJANGO_ADMIN = _env_bool("DJANGO_ADMIN")
 CONSOLE_INVITE_HOURS = _env_int("CONSOLE_INVITE_HOURS", 72)  # an invitation link's life
 TASK_MAX_RUN_SECONDS = _env_float("TASK_MAX_RUN_SECONDS", 0.0)  # a built-in run's longest; 0: none
+MCP_TOOLS_CACHE_SECONDS = _env_float("MCP_TOOLS_CACHE_SECONDS", 60.0)  # MCP tool lists reused; 0: off
 TASK_RETENTION_DAYS = _env_int("TASK_RETENTION_DAYS", 0)  # finished tasks kept N days; 0: forever
 RETENTION_SWEEP_SECONDS = _env_float("RETENTION_SWEEP_SECONDS", 3600.0)  # how often the worker purges
 CONSOLE_DASHBOARD_CACHE_SECONDS = _env_int("CONSOLE_DASHBOARD_CACHE_SECONDS", 30)  # dashboard figures reused

@@ -3,19 +3,32 @@
 Which token a server gets (the task's, else the vault's for the turn's user, else the item's own),
 and telling "needs sign-in" (401/403, an auth event the user can act on) from other failures (the
 task fails saying which server and why).
+
+A server's tool list is kept for a few seconds per (organization, URL, credential) (`ToolLists`):
+a run that finds it there opens no session until the model calls one of the server's tools
+(`LazyMCPToolset`); a run that does not connects first, as the first contact checks the credential.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import hmac
+import json
+import logging
+import os
 import ssl
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from mcp.client.auth.utils import extract_scope_from_www_auth
 
 from console import oauth, outbound, vault
@@ -24,7 +37,12 @@ from tasks_app.models import ActivityKind
 from tasks_app.runtime.failures import McpAuthFailed, TaskFailure, cause_of, remote_error
 from tasks_app.runtime.mapping import ToolCalls, slug
 
+if TYPE_CHECKING:
+    from pydantic_ai.tools import ToolDefinition
+
+log = logging.getLogger(__name__)
 Renew = Callable[[str], Awaitable[str | None]]
+ListingKey = tuple[str, str, str]  # (organization, server URL, keyed hash of the credential)
 
 
 class BearerAuth(httpx2.Auth):
@@ -173,14 +191,81 @@ def _renewer(credentials: Credentials, item: GraphItem, secrets: list[str]) -> R
     return renew
 
 
+class ToolLists:
+    """Each MCP server's tool list per (organization, server URL, credential), for a few seconds.
+
+    Listing costs a whole MCP session (connect, initialize, list, close: ~14 % of the server's CPU
+    per run in the benchmark) even when the model calls no tool. A list that the same credential
+    got within MCP_TOOLS_CACHE_SECONDS is reused and the session waits for a tool call. Process-local
+    and bounded (least recently used out). A key holds a keyed hash of the token and headers whose
+    key lives in this process only, never a credential: another user's token is another entry.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._lists: OrderedDict[ListingKey, tuple[float, tuple[ToolDefinition, ...]]] = OrderedDict()
+        self._lock = threading.Lock()  # a worker thread and the event loop may share the process
+        self._salt = os.urandom(32)
+        self.clock: Callable[[], float] = time.monotonic
+
+    def key(self, organization_id: str, url: str, token: str | None, headers: dict[str, str]) -> ListingKey:
+        """The entry of a server as seen with one credential (a token and the extra headers)."""
+        material = json.dumps([token or "", sorted(headers.items())]).encode()
+        return str(organization_id), url, hmac.new(self._salt, material, hashlib.sha256).hexdigest()
+
+    def get(self, key: ListingKey) -> tuple[ToolDefinition, ...] | None:
+        """The tool definitions listed under `key` if they have not expired."""
+        with self._lock:
+            found = self._lists.get(key)
+            if found is None:
+                return None
+            if found[0] <= self.clock():
+                del self._lists[key]
+                return None
+            self._lists.move_to_end(key)
+            return found[1]
+
+    def put(self, key: ListingKey, tools: tuple[ToolDefinition, ...], seconds: float) -> None:
+        """Keep `tools` under `key` for `seconds` (0 or less: keep nothing)."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            self._lists[key] = (self.clock() + seconds, tools)
+            self._lists.move_to_end(key)
+            while len(self._lists) > self.size:
+                self._lists.popitem(last=False)
+
+    def drop(self, key: ListingKey) -> None:
+        """Forget a list whose credential or server just failed: the next run checks it first."""
+        with self._lock:
+            self._lists.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._lists.clear()
+
+    def __len__(self) -> int:
+        return len(self._lists)
+
+
+TOOL_LISTS = ToolLists()
+
+
+def cache_seconds() -> float:
+    """How long a tool list is reused (MCP_TOOLS_CACHE_SECONDS; 0 turns the reuse and laziness off)."""
+    return max(0.0, float(getattr(settings, "MCP_TOOLS_CACHE_SECONDS", 60.0) or 0.0))
+
+
 async def _open(
     item: GraphItem,
     where: tuple[str, str],
     auth: BearerAuth,
     headers: dict[str, str],
     stack: contextlib.AsyncExitStack,
+    listing: bool = True,
 ) -> tuple[Any, list[Any]]:
-    """One MCP connection and its tools; McpAuthFailed on 401/403, TaskFailure when unreachable."""
+    """One MCP connection and its tools (none asked for without `listing`); McpAuthFailed on
+    401/403, TaskFailure when unreachable."""
     from pydantic_ai.mcp import MCPToolset
 
     url, server_name = where
@@ -198,7 +283,7 @@ async def _open(
     )
     try:
         await stack.enter_async_context(toolset)
-        return toolset, await toolset.list_tools()
+        return toolset, (await toolset.list_tools() if listing else [])
     except Exception as exc:
         cause = cause_of(exc, McpAuthFailed)
         if cause is not None:
@@ -206,6 +291,33 @@ async def _open(
         refused = outbound.refusal_in(exc)
         reason = str(refused) if refused else f"is unreachable ({remote_error(exc)})"
         raise TaskFailure(f"MCP server {server_name} ({url}) {reason}") from None
+
+
+def _later(
+    item: GraphItem, where: tuple[str, str], auth: BearerAuth, headers: dict[str, str], key: ListingKey
+) -> Callable[[contextlib.AsyncExitStack], Awaitable[Any]]:
+    """Opens the session of a server whose list was reused, when the model first calls its tool.
+
+    The list was good for this credential a moment ago; if the server now refuses it (after the
+    usual refresh) or cannot be reached, the task fails saying so (as a mid-run expiry does) and the
+    list is forgotten, so the next run checks the server before its first model request.
+    """
+
+    async def open_session(stack: contextlib.AsyncExitStack) -> Any:
+        try:
+            toolset, _ = await _open(item, where, auth, headers, stack, listing=False)
+        except McpAuthFailed as refused:
+            TOOL_LISTS.drop(key)
+            url, server_name = where
+            raise TaskFailure(
+                f"MCP server {server_name} ({url}) rejected the credentials (HTTP {refused.status})"
+            ) from None
+        except BaseException:
+            TOOL_LISTS.drop(key)
+            raise
+        return toolset
+
+    return open_session
 
 
 async def connect(
@@ -221,7 +333,12 @@ async def connect(
     The tokens used are added to `secrets` (masked like the task's), each tool is mapped to its
     graph item in `calls`, and the connections close with `stack`. A person who can sign in to a
     server they are not connected to raises SignInNeeded (the task pauses) before any model request.
+    A server whose tool list this credential got a moment ago (`TOOL_LISTS`) is not connected
+    until the model calls one of its tools.
     """
+    from tasks_app.runtime.lazytools import LazyMCPToolset
+
+    seconds = cache_seconds()
     ready = []
     for item in items:
         if item.type != "mcp":
@@ -235,30 +352,43 @@ async def connect(
         except outbound.OutboundRefused as exc:
             raise TaskFailure(f"MCP server {server_name} ({url}): {exc}") from None
         auth = BearerAuth(token, _renewer(credentials, item, secrets))
-        try:
-            opened, status = await _open(item, (url, server_name), auth, headers, stack), 0
-            step_up = None
-        except McpAuthFailed as refused:
-            opened, status, step_up = None, refused.status, refused.step_up_scope
-        if opened is None:
-            signin = await _signin_event(credentials, item, url, server_name, step_up)
-            if signin is not None:
-                raise SignInNeeded(item.key, signin)
-            kind = "token_issue"  # nobody can sign in here: the task runs without this server
-            message = (
-                f"{server_name} needs you to sign in, which this task cannot ask for; running without it"
-                if not token
-                else f"{server_name} rejected the token (HTTP {status}); running without it"
-            )
-            data = {"message": message, "server_url": url, "server_name": server_name}
-            sink.event(
-                "auth_event", {"type": kind, "data": data}, (ActivityKind.AUTH, {"type": kind, "data": data})
-            )
-            continue
-        toolset, tools = opened
+        key = TOOL_LISTS.key(credentials.organization_id, url, token, headers)
+        listed = TOOL_LISTS.get(key) if seconds else None
+        toolset: Any
+        if listed is not None:
+            names = [tool.name for tool in listed]
+            opener = _later(item, (url, server_name), auth, headers, key)
+            toolset = LazyMCPToolset(f"mcp-{slug(item.key)}", opener, stack, tools=listed)
+        else:
+            try:
+                opened, status = await _open(item, (url, server_name), auth, headers, stack), 0
+                step_up = None
+            except McpAuthFailed as refused:
+                opened, status, step_up = None, refused.status, refused.step_up_scope
+            if opened is None:
+                signin = await _signin_event(credentials, item, url, server_name, step_up)
+                if signin is not None:
+                    raise SignInNeeded(item.key, signin)
+                kind = "token_issue"  # nobody can sign in here: the task runs without this server
+                message = (
+                    f"{server_name} needs you to sign in, which this task cannot ask for; running without it"
+                    if not token
+                    else f"{server_name} rejected the token (HTTP {status}); running without it"
+                )
+                data = {"message": message, "server_url": url, "server_name": server_name}
+                sink.event(
+                    "auth_event",
+                    {"type": kind, "data": data},
+                    (ActivityKind.AUTH, {"type": kind, "data": data}),
+                )
+                continue
+            toolset, tools = opened
+            names = [tool.name for tool in tools]
+            if seconds:  # its definitions are kept when the run first asks for them
+                toolset = LazyMCPToolset(toolset.id, None, stack, opened=toolset, keep=(key, seconds))
         allowed = set(mcp.get("allowed_tools") or [])
-        for tool in tools:
-            calls.items[tool.name] = item.key
+        for name in names:
+            calls.items[name] = item.key
         ready.append(
             toolset.filtered(lambda ctx, td, allowed=allowed: not allowed or td.name in allowed)
             if allowed

@@ -27,8 +27,9 @@ Tools:
 
 Records (thread-safe snapshots): `calls` (`ToolCallRecord`: name, args, user, status "started" |
 "completed" | "cancelled" | "failed", result, error, started_at, finished_at from
-`time.monotonic()`), `http` (`HttpRecord`: method, path, status, user), `rejected` (the `HttpRecord`s
-answered 401). `calls_by(user)`, `wait_for(pred)` / `await wait_for_async(pred)`, `reset()`.
+`time.monotonic()`), `http` (`HttpRecord`: method, path, status, user, rpc: the JSON-RPC methods
+of its body), `rejected` (the `HttpRecord`s answered 401), `sessions` (MCP sessions opened).
+`calls_by(user)`, `wait_for(pred)` / `await wait_for_async(pred)`, `reset()`.
 `add_user(token, name)`, `remove_user(token)`, `set_users(mapping)` change the mapping at runtime.
 """
 
@@ -71,6 +72,7 @@ class HttpRecord:
     user: str | None  # None: no valid token
     status: int = 0
     at: float = field(default_factory=time.monotonic)
+    rpc: list[str] = field(default_factory=list)  # the JSON-RPC methods the request carried
 
 
 def _bearer(headers: Mapping[str, str] | None) -> str | None:
@@ -79,6 +81,16 @@ def _bearer(headers: Mapping[str, str] | None) -> str | None:
     value = headers.get("authorization") or headers.get("Authorization") or ""
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _rpc_methods(body: bytes) -> list[str]:
+    """The methods of the JSON-RPC messages in a request body (one message or a batch)."""
+    try:
+        parsed = json.loads(body or b"null")
+    except ValueError:
+        return []
+    messages = parsed if isinstance(parsed, list) else [parsed]
+    return [m["method"] for m in messages if isinstance(m, dict) and isinstance(m.get("method"), str)]
 
 
 class AuthMCPServer:
@@ -162,6 +174,12 @@ class AuthMCPServer:
     @property
     def rejected(self) -> list[HttpRecord]:
         return [r for r in self.http if r.status == 401]
+
+    @property
+    def sessions(self) -> int:
+        """MCP sessions clients opened (accepted `server/discover` or `initialize` requests)."""
+        opening = {"server/discover", "initialize"}
+        return sum(1 for r in self.http if r.status == 200 and opening & set(r.rpc))
 
     def calls_by(self, user: str | None) -> list[ToolCallRecord]:
         return [c for c in self.calls if c.user == user]
@@ -286,7 +304,17 @@ class AuthMCPServer:
                     rec.status = message["status"]
                 await send(message)
 
-            await app(scope, receive, send_recording)
+            body = bytearray()
+
+            async def receive_recording() -> dict[str, Any]:
+                message = await receive()
+                if message["type"] == "http.request":
+                    body.extend(message.get("body", b""))
+                    if not message.get("more_body"):
+                        rec.rpc = _rpc_methods(bytes(body))
+                return message
+
+            await app(scope, receive_recording, send_recording)
 
         return asgi
 
