@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import pydantic
-from openai import APIError, APIConnectionError, APITimeoutError, AsyncOpenAI, AsyncStream
+from openai import APIConnectionError, APIError, APITimeoutError, AsyncOpenAI, AsyncStream
 from openai._base_client import make_request_options
 from openai._compat import cached_property
 from openai._httpx2 import request_exceptions, timeout_exceptions
@@ -93,7 +93,8 @@ class LeanChunkStream(AsyncStream[_T]):
 
         Lines end with LF, CRLF or CR; a CR that ends a network chunk waits for the next one, so a
         CRLF split across two chunks is one line end. Comments, `event:`, `id:` and `retry:` lines
-        are read and dropped: the chat completions stream carries everything in `data`.
+        are read and dropped: the chat completions stream carries everything in `data`. An event
+        the body ends without a blank line after is dropped, as the SSE spec and the SDK do.
         """
         buffer = b""
         data: list[str] = []
@@ -118,11 +119,7 @@ class LeanChunkStream(AsyncStream[_T]):
                         if value.startswith(b" "):
                             value = value[1:]
                         data.append(value.decode())
-            tail = buffer.rstrip(b"\r")
-            if tail.startswith(b"data:"):
-                value = tail[5:]
-                data.append((value[1:] if value.startswith(b" ") else value).decode())
-            if data:
+            if buffer == b"\r" and data:  # the body's last line end was a lone CR
                 yield "\n".join(data)
         except timeout_exceptions() as err:
             raise APITimeoutError(request=self.response.request) from err
@@ -137,7 +134,7 @@ class LeanAsyncCompletions(AsyncCompletions):
         """A streamed request goes out as built; anything else is the SDK's `create`."""
         if kwargs.get("stream") is not True:
             return await super().create(**kwargs)
-        validate_response_format(kwargs.get("response_format", None))
+        validate_response_format(kwargs.get("response_format"))
         # The SDK's transform only drops omitted values here (the chat params declare no aliases or
         # formats); pydantic-ai passes plain dicts and lists, which the SDK's JSON encoder writes as is.
         body = {
