@@ -7,6 +7,8 @@ import hashlib
 import os
 from typing import Any
 
+from django.conf import settings
+
 from console import outbound
 from console.models import Agent
 from tasks_app.models import Task
@@ -15,6 +17,20 @@ MODEL_RETRIES = int(os.environ.get("MODEL_MAX_RETRIES", "2"))
 MODEL_TIMEOUT = float(os.environ.get("MODEL_TIMEOUT_SECONDS", "120"))
 PROVIDERS = {"openai", "anthropic", "openai_compatible", "ollama"}
 OLLAMA_DEFAULT = "http://127.0.0.1:11434/v1"
+
+
+def lean_stream() -> bool:
+    """Whether OpenAI-compatible streams take the lean path (tasks_app/runtime/lean_openai.py).
+
+    On unless the Django setting or the environment variable LLM_LEAN_STREAM turns it off: the
+    operator's way back to the openai SDK's own stream reader if a provider disagrees with it.
+    """
+    value = getattr(settings, "LLM_LEAN_STREAM", None)
+    if value is None:
+        value = os.environ.get("LLM_LEAN_STREAM", "1")
+    if isinstance(value, str):
+        return value.strip().lower() not in {"0", "false", "no", "off", ""}
+    return bool(value)
 
 
 class ModelConfigError(Exception):
@@ -77,11 +93,14 @@ def _client(provider: str, base_url: str, key: str | None) -> Any:
 
     Building a client costs an SSL context and a connection pool; tasks of the same agent share
     them. A cancelled stream still closes its own connection, so stops are unaffected.
+    OpenAI-compatible clients read streams the lean way unless LLM_LEAN_STREAM is off.
     """
     loop = asyncio.get_running_loop()
+    lean = provider != "anthropic" and lean_stream()
     cache_key = (
         id(loop),
         provider == "anthropic",
+        lean,
         base_url,
         hashlib.sha256((key or "").encode()).hexdigest(),
     )
@@ -99,7 +118,10 @@ def _client(provider: str, base_url: str, key: str | None) -> Any:
                 http_client=http_client,
             )
         else:
-            from openai import AsyncOpenAI
+            if lean:
+                from tasks_app.runtime.lean_openai import LeanAsyncOpenAI as AsyncOpenAI
+            else:
+                from openai import AsyncOpenAI
 
             client = AsyncOpenAI(
                 api_key=key or "not-needed",

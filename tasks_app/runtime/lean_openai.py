@@ -1,0 +1,177 @@
+"""A lean streaming path for OpenAI-compatible chat completions, under pydantic-ai's unchanged model.
+
+Why: profiled per streamed chunk, the openai SDK's `AsyncStream` spent more CPU than pydantic-ai's
+own machinery: a pure-Python SSE decoder and `construct_type`, which builds every chunk's pydantic
+objects field by field in Python (~0.4 ms a chunk here against ~0.03 ms for pydantic-core's
+`model_validate_json`), and a request-side `maybe_transform` that walks every message and tool
+schema through the SDK's TypedDict annotations before the body is sent.
+
+The seam is the SDK client, not the model: `LeanAsyncOpenAI` is an `AsyncOpenAI` whose
+`chat.completions.create(stream=True)` sends the body pydantic-ai built without the transform and
+reads the answer with `LeanChunkStream`. Everything else is the SDK's own code, so it behaves as
+before: pydantic-ai's `OpenAIChatModel` still maps messages, tools, settings, reasoning fields,
+`<think>` tags, usage and finish reasons; the SDK's `_post` still adds auth and headers, retries
+429/5xx (and connection errors) `max_retries` times honouring `Retry-After`, applies timeouts, and
+raises its own `APIStatusError` classes, which pydantic-ai maps to `ModelHTTPError`/`ModelAPIError`
+exactly as before (tasks_app/runtime/failures.py sees no difference). Requests go through the
+`http_client` given to the client (console/outbound.py's guarded one). Non-streamed requests take
+the SDK's path unchanged.
+
+`LeanChunkStream` is an `AsyncStream`, so closing it (the stop path: pydantic-ai's `async with
+response`, `close_stream()`) closes the HTTP response, and with it the model's connection, at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import pydantic
+from openai import APIConnectionError, APIError, APITimeoutError, AsyncOpenAI, AsyncStream
+from openai._base_client import make_request_options
+from openai._compat import cached_property
+from openai._httpx2 import request_exceptions, timeout_exceptions
+from openai._streaming_cleanup import drain_response_async
+from openai._types import NotGiven, Omit
+from openai._utils import is_mapping
+from openai.lib._chat_completion_resources import validate_response_format
+from openai.resources.chat import AsyncChat
+from openai.resources.chat.completions import AsyncCompletions
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+_T = TypeVar("_T")
+
+# Keyword arguments of `create` that are request options, not body fields.
+_OPTION_ARGS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+
+
+class LeanChunkStream(AsyncStream[_T]):
+    """The SDK's stream of chat completion chunks with a cheaper SSE reader and chunk builder.
+
+    Behaves as `AsyncStream.__stream__` in legacy mode: `data: [DONE]` ends it (the rest of an
+    HTTP/1.1 body is drained for connection reuse), an `{"error": ...}` payload raises the SDK's
+    `APIError`, transport failures raise `APITimeoutError`/`APIConnectionError`, and the response is
+    closed however iteration ends. Only the cost differs: lines are split on bytes, and a chunk is
+    validated by pydantic-core from its JSON text; a chunk that does not validate (a provider's
+    non-standard value) is built the SDK's lenient way, so nothing it accepted is refused.
+    """
+
+    async def __stream__(self) -> AsyncIterator[_T]:
+        response = self.response
+        cast_to: Any = self._cast_to
+        fast = cast_to is ChatCompletionChunk
+        try:
+            async for data in self._iter_data():
+                if data.startswith("[DONE]"):
+                    if response.http_version == "HTTP/1.1":
+                        await drain_response_async(response)
+                    break
+                if fast and '"error"' not in data:
+                    try:
+                        yield ChatCompletionChunk.model_validate_json(data)  # type: ignore[misc]
+                        continue
+                    except pydantic.ValidationError:
+                        pass
+                yield self._slow_item(data, cast_to)
+        finally:
+            await response.aclose()
+
+    def _slow_item(self, data: str, cast_to: Any) -> _T:
+        """The SDK's own handling of one event's data: error check, then its lenient constructor."""
+        parsed = json.loads(data)
+        if is_mapping(parsed) and parsed.get("error"):
+            error = parsed.get("error")
+            message = error.get("message") if is_mapping(error) else None
+            if not message or not isinstance(message, str):
+                message = "An error occurred during streaming"
+            raise APIError(message=message, request=self.response.request, body=parsed["error"])
+        return self._client._process_response_data(data=parsed, cast_to=cast_to, response=self.response)
+
+    async def _iter_data(self) -> AsyncIterator[str]:
+        """The `data` of each server-sent event (multi-line data joined with newlines, as the SDK does).
+
+        Lines end with LF, CRLF or CR; a CR that ends a network chunk waits for the next one, so a
+        CRLF split across two chunks is one line end. Comments, `event:`, `id:` and `retry:` lines
+        are read and dropped: the chat completions stream carries everything in `data`. An event
+        the body ends without a blank line after is dropped, as the SSE spec and the SDK do.
+        """
+        buffer = b""
+        data: list[str] = []
+        try:
+            async for piece in self.response.aiter_bytes():
+                buffer = buffer + piece if buffer else piece
+                if b"\r" in buffer:
+                    keep_cr = buffer.endswith(b"\r")
+                    if keep_cr:
+                        buffer = buffer[:-1]
+                    buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                    if keep_cr:
+                        buffer += b"\r"
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if not line:
+                        if data:
+                            yield "\n".join(data)
+                            data = []
+                    elif line.startswith(b"data:"):
+                        value = line[5:]
+                        if value.startswith(b" "):
+                            value = value[1:]
+                        data.append(value.decode())
+            if buffer == b"\r" and data:  # the body's last line end was a lone CR
+                yield "\n".join(data)
+        except timeout_exceptions() as err:
+            raise APITimeoutError(request=self.response.request) from err
+        except request_exceptions() as err:
+            raise APIConnectionError(request=self.response.request) from err
+
+
+class LeanAsyncCompletions(AsyncCompletions):
+    """`chat.completions` whose streamed `create` skips the request transform and reads lean."""
+
+    async def create(self, **kwargs: Any) -> Any:  # type: ignore[override]
+        """A streamed request goes out as built; anything else is the SDK's `create`."""
+        if kwargs.get("stream") is not True:
+            return await super().create(**kwargs)
+        validate_response_format(kwargs.get("response_format"))
+        # The SDK's transform only drops omitted values here (the chat params declare no aliases or
+        # formats); pydantic-ai passes plain dicts and lists, which the SDK's JSON encoder writes as is.
+        body = {
+            key: value
+            for key, value in kwargs.items()
+            if key not in _OPTION_ARGS and not isinstance(value, (Omit, NotGiven))
+        }
+        timeout = kwargs.get("timeout", NotGiven())
+        return await self._post(
+            "/chat/completions",
+            body=body,
+            options=make_request_options(
+                extra_headers=kwargs.get("extra_headers"),
+                extra_query=kwargs.get("extra_query"),
+                extra_body=kwargs.get("extra_body"),
+                timeout=timeout,
+                security={"bearer_auth": True},
+            ),
+            cast_to=ChatCompletion,
+            stream=True,
+            stream_cls=LeanChunkStream[ChatCompletionChunk],
+        )
+
+
+class LeanAsyncChat(AsyncChat):
+    @cached_property
+    def completions(self) -> LeanAsyncCompletions:
+        return LeanAsyncCompletions(self._client)
+
+
+class LeanAsyncOpenAI(AsyncOpenAI):
+    """An `AsyncOpenAI` whose streamed chat completions take the lean path (see the module doc).
+
+    `with_options()` (pydantic-ai uses it for a per-run `max_retries`) copies this class, so copies
+    stay lean.
+    """
+
+    @cached_property
+    def chat(self) -> LeanAsyncChat:  # type: ignore[override]
+        return LeanAsyncChat(self)
