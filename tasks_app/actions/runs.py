@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from console.models import Framework
 from tasks_app import dispatch
-from tasks_app.actions.log import _action, _append_activity, _append_events, _async_twin, _task_secrets
+from tasks_app.actions.log import _action, _append_activity, _append_events, _runtime_twin, _task_secrets
 from tasks_app.actions.rows import _finish, _save, _snapshot, _task_for_update
 from tasks_app.models import (
     TERMINAL_STATUSES,
@@ -46,7 +46,7 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
     return task
 
 
-aclaim_task = _async_twin(claim_task.__wrapped__)
+aclaim_task = _runtime_twin(claim_task.__wrapped__)
 
 
 def renew_lease(task_id: str, worker_id: str, lease_seconds: float) -> bool:
@@ -57,6 +57,23 @@ def renew_lease(task_id: str, worker_id: str, lease_seconds: float) -> bool:
             pk=task_id, lease_owner=worker_id, status=Status.EXECUTING, stop_requested_at__isnull=True
         ).update(lease_expires_at=expires)
     )
+
+
+def renew_leases(worker_id: str, lease_seconds: float, task_ids: Iterable[str]) -> list[str]:
+    """Extend every lease `worker_id` holds in one statement; return the `task_ids` it no longer holds.
+
+    A pool renews all its runs at once (one UPDATE per period, not one per task); the runs it lost
+    (stopped, finished, or taken over after its lease lapsed) are the ones to cancel. The fencing is
+    renew_lease's: only executing tasks with this owner and no stop request are extended.
+    """
+    expires = timezone.now() + timezone.timedelta(seconds=lease_seconds)
+    held = Task.objects.filter(lease_owner=worker_id, status=Status.EXECUTING, stop_requested_at__isnull=True)
+    held.update(lease_expires_at=expires)
+    task_ids = list(task_ids)
+    if not task_ids:
+        return []
+    still = set(held.filter(pk__in=task_ids).values_list("id", flat=True))
+    return [task_id for task_id in task_ids if task_id not in still]
 
 
 @_action
@@ -85,7 +102,7 @@ def record_progress(
         return _append_events(task, events, secrets)
 
 
-arecord_progress = _async_twin(record_progress.__wrapped__)
+arecord_progress = _runtime_twin(record_progress.__wrapped__)
 
 
 @_action
@@ -120,7 +137,7 @@ def finish_task(
     return task
 
 
-afinish_task = _async_twin(finish_task.__wrapped__)
+afinish_task = _runtime_twin(finish_task.__wrapped__)
 
 
 def _add_tokens(current: dict | None, new: dict[str, int]) -> dict[str, int]:
@@ -149,7 +166,7 @@ def release_task(task_id: str, worker_id: str) -> bool:
     return True
 
 
-arelease_task = _async_twin(release_task.__wrapped__)
+arelease_task = _runtime_twin(release_task.__wrapped__)
 
 
 @_action
@@ -185,4 +202,4 @@ def requeue_expired(max_attempts: int) -> list[str]:
     return requeued
 
 
-arequeue_expired = _async_twin(requeue_expired.__wrapped__)
+arequeue_expired = _runtime_twin(requeue_expired.__wrapped__)
