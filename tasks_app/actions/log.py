@@ -267,6 +267,20 @@ def _append_events(
 
     `secrets`: every string to mask, the task's user tokens included; None reads them from the task.
     """
+    rows = _store_events(task, events, secrets)
+    if rows:
+        Task.objects.filter(pk=task.id).update(last_seq=task.last_seq)
+    return rows
+
+
+def _store_events(
+    task: Task, events: Iterable[tuple[str, Any]], secrets: Iterable[str] | None = None
+) -> list[TaskEvent]:
+    """_append_events without storing the task's `last_seq`: the caller saves it with its own UPDATE.
+
+    Why: a write that changes the task row anyway (a finish, a progress batch with activity) saves
+    the counters in that one UPDATE instead of one more per kind of row appended.
+    """
     events = list(events)
     if not events:
         return []
@@ -279,10 +293,29 @@ def _append_events(
     ]
     TaskEvent.objects.bulk_create(rows)
     task.last_seq = start + len(rows)
-    Task.objects.filter(pk=task.id).update(last_seq=task.last_seq)
     _queue(bus.make_message(task.id, task.status, [wire.envelope(r) for r in rows]))
     if any(r.type in SNAPSHOT_EVENTS for r in rows):  # the live list: only changes of the task itself
         _queue(bus.make_org_message(task.organization_id, wire.task_change_json(task)))
+    return rows
+
+
+def _store_activity(
+    task: Task, entries: Iterable[tuple[str, dict[str, Any]]], secrets: Iterable[str] | None = None
+) -> list[ActivityEntry]:
+    """Append activity entries in one INSERT; like _store_events, the caller saves `last_activity`."""
+    entries = list(entries)
+    if not entries:
+        return []
+    secrets = _task_secrets(task) if secrets is None else list(secrets)
+    start = task.last_activity
+    rows = [
+        ActivityEntry(
+            task_id=task.id, position=start + i + 1, kind=kind, turn=task.turns, data=mask(data, secrets)
+        )
+        for i, (kind, data) in enumerate(entries)
+    ]
+    ActivityEntry.objects.bulk_create(rows)
+    task.last_activity = start + len(rows)
     return rows
 
 
