@@ -79,23 +79,6 @@ def _read(task_id: str, after: int) -> tuple[list[Envelope], str]:
 
 aread = on_read_threads(_read)
 
-# A quiet SSE keep-alive reads the log only every QUIET_BEATS_PER_READ-th beat (a safety net for a
-# lost message) when every write reaches this process's channel layer; otherwise at every beat.
-QUIET_BEATS_PER_READ = 4
-
-
-def _layer_sees_every_write() -> bool:
-    """Does each event written anywhere reach this process's channel layer at once?
-
-    A cross-process layer (Redis) does; an in-memory layer only when the runs write in this process
-    (the embedded default). Why it matters: 500 quiet streams re-read their task every keep-alive
-    (33 reads/s) only to find nothing new; when the layer sees every write, a quiet beat means
-    nothing happened, and the log decides at the next message, gap, final status or safety beat.
-    """
-    from channels.layers import InMemoryChannelLayer
-
-    return settings.TASK_EXECUTION == "inprocess" or not isinstance(get_channel_layer(), InMemoryChannelLayer)
-
 
 def _ended(until: Until, status: str, last_type: str) -> bool:
     """After the log was read to its end: is the follow over?"""
@@ -117,9 +100,7 @@ async def follow(
 
     The first item is the log's first page, possibly empty (the follower is subscribed by then).
     Later batches are never empty; a `KEEPALIVE` comes every `keepalive` seconds
-    (SSE_KEEPALIVE_SECONDS by default) without a message, and the log is read again after it (with
-    the default keep-alive, only every QUIET_BEATS_PER_READ-th quiet beat when the channel layer sees
-    every write; a gap, a final status or a failed receive reads it at once).
+    (SSE_KEEPALIVE_SECONDS by default) without a message, and the log is read again after it.
     `still_allowed` is asked at least once a keep-alive, busy or quiet; when it says no, `AccessEnded`
     is raised. It ends per `until`, every event up to the end yielded.
     """
@@ -129,9 +110,6 @@ async def follow(
     await layer.group_add(group, channel)  # subscribe before reading the log: nothing falls between
     last, last_type, status = after, "", ""
     beat = settings.SSE_KEEPALIVE_SECONDS if keepalive is None else keepalive
-    # Callers that pass their own keepalive (waits) poll the log with it; SSE skips quiet reads.
-    reads_every = QUIET_BEATS_PER_READ if keepalive is None and _layer_sees_every_write() else 1
-    quiet = 0
     loop = asyncio.get_running_loop()
     next_beat: float | None = None
     try:
@@ -155,20 +133,13 @@ async def follow(
             while True:
                 # A failed receive (the layer went away, e.g. a Redis restart) reads the log instead.
                 message = await live_receive.receive(layer, channel, group, max(next_beat - loop.time(), 0))
-                beat_due = loop.time() >= next_beat
-                if beat_due:
+                if loop.time() >= next_beat:
                     next_beat = loop.time() + beat
                     if still_allowed is not None and not await still_allowed():
                         raise AccessEnded
                 if message is None:
-                    if not beat_due:  # the layer failed before the beat: the log decides
-                        break
                     yield KEEPALIVE
-                    quiet += 1
-                    if quiet % reads_every == 0:
-                        break
-                    continue
-                quiet = 0
+                    break
                 status = message.get("status", "")
                 fresh = [e for e in message.get("events", []) if e["seq"] > last]
                 if not fresh:  # already yielded from the log

@@ -155,11 +155,17 @@ class GroupWriter:
             self._deliver(batch)
 
     def _commit(self, batch: list[_Write]) -> None:
+        committed: list[bool] = []
         try:
             with transaction.atomic():
+                transaction.on_commit(lambda: committed.append(True))  # runs first after the commit
                 for item in batch:
                     _apply(item)
-        except Exception:  # the commit itself failed (or the connection broke): nothing was stored
+        except Exception:
+            if committed:  # a write's on_commit callback raised after the commit: the writes stand
+                log.exception("runtime writer: an on_commit callback failed")
+                return
+            # The commit itself failed (or the connection broke): nothing was stored.
             connections["default"].close()
             for item in batch:
                 _apply_alone(item)
