@@ -52,6 +52,7 @@ from tasks_app.actions.runs import (
     record_progress,
     release_task,
     renew_lease,
+    renew_leases,
     requeue_expired,
 )
 
@@ -94,6 +95,7 @@ __all__ = [
     "record_progress",
     "release_task",
     "renew_lease",
+    "renew_leases",
     "report_external_task",
     "requeue_expired",
     "stop_task",

@@ -11,7 +11,7 @@ from console.errors import Forbidden, NotFound
 from console.masking import mask
 from console.models import Role
 from tasks_app import wire
-from tasks_app.actions.log import _append_events, _task_secrets
+from tasks_app.actions.log import _store_events, _task_secrets
 from tasks_app.models import (
     Status,
     Task,
@@ -34,6 +34,16 @@ def _task_for_update(task_id: str) -> Task:
     return Task.objects.select_for_update(of=("self",)).select_related("agent").get(pk=task_id)
 
 
+def _task_row_for_update(task_id: str, *columns: str) -> Task:
+    """The task's row alone, locked (no join with its agent); only `columns` when given.
+
+    The runtime's writes never read the agent, and a progress batch reads a handful of columns:
+    loading every column of both rows per batch was most of a small write's cost.
+    """
+    rows = Task.objects.select_for_update(of=("self",))
+    return (rows.only(*columns) if columns else rows).get(pk=task_id)
+
+
 def _save(task: Task, *fields: str) -> None:
     task.updated_at = timezone.now()
     task.save(update_fields=[*fields, "updated_at"])
@@ -44,8 +54,18 @@ def _snapshot(task: Task) -> dict[str, Any]:
 
 
 def _finish(
-    task: Task, status: str, result: str | None, *, manually: bool = False, duration: float | None = None
+    task: Task,
+    status: str,
+    result: str | None,
+    *,
+    manually: bool = False,
+    duration: float | None = None,
+    also: tuple[str, ...] = (),
 ) -> None:
+    """Give the task its final status and append task_updated + task_finished, in ONE row UPDATE.
+
+    `also`: other columns the caller changed on `task` (tokens, last_activity...), saved with it.
+    """
     now = timezone.now()
     task.status = status
     if result is not None:
@@ -58,18 +78,23 @@ def _finish(
     turn_started = task.started_at or (task.created_at if task.turns == 1 else now)
     before = float((task.metrics or {}).get("duration_before_turn", 0.0))
     task.duration = round(before + (now - turn_started).total_seconds(), 3) if duration is None else duration
-    _save(
-        task,
-        "status",
-        "result",
-        "finished_at",
-        "lease_owner",
-        "lease_expires_at",
-        "is_manually_stopped",
-        "duration",
-    )
+    task.updated_at = now
     snapshot = _snapshot(task)
-    _append_events(task, [("task_updated", snapshot), ("task_finished", snapshot)])
+    _store_events(task, [("task_updated", snapshot), ("task_finished", snapshot)])
+    task.save(
+        update_fields=[
+            "status",
+            "result",
+            "finished_at",
+            "lease_owner",
+            "lease_expires_at",
+            "is_manually_stopped",
+            "duration",
+            "updated_at",
+            "last_seq",
+            *also,
+        ]
+    )
 
 
 def _require_writer(actor: Actor) -> None:

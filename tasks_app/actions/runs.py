@@ -12,8 +12,15 @@ from django.utils import timezone
 
 from console.models import Framework
 from tasks_app import dispatch
-from tasks_app.actions.log import _action, _append_activity, _append_events, _async_twin, _task_secrets
-from tasks_app.actions.rows import _finish, _save, _snapshot, _task_for_update
+from tasks_app.actions.log import (
+    _action,
+    _append_events,
+    _runtime_twin,
+    _store_activity,
+    _store_events,
+    _task_secrets,
+)
+from tasks_app.actions.rows import _finish, _save, _snapshot, _task_for_update, _task_row_for_update
 from tasks_app.models import (
     TERMINAL_STATUSES,
     ActivityKind,
@@ -38,15 +45,17 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
             started_at=now,
             attempts=F("attempts") + 1,
             updated_at=now,
+            last_seq=F("last_seq") + 1,  # the seq of the task_updated below: no second UPDATE
         )
         if not claimed:
             return None
-        task = _task_for_update(task_id)
-        _append_events(task, [("task_updated", _snapshot(task))])
+        task = _task_row_for_update(task_id)
+        task.last_seq -= 1  # appended as the seq the claim reserved
+        _store_events(task, [("task_updated", _snapshot(task))])
     return task
 
 
-aclaim_task = _async_twin(claim_task.__wrapped__)
+aclaim_task = _runtime_twin(claim_task.__wrapped__)
 
 
 def renew_lease(task_id: str, worker_id: str, lease_seconds: float) -> bool:
@@ -57,6 +66,23 @@ def renew_lease(task_id: str, worker_id: str, lease_seconds: float) -> bool:
             pk=task_id, lease_owner=worker_id, status=Status.EXECUTING, stop_requested_at__isnull=True
         ).update(lease_expires_at=expires)
     )
+
+
+def renew_leases(worker_id: str, lease_seconds: float, task_ids: Iterable[str]) -> list[str]:
+    """Extend every lease `worker_id` holds in one statement; return the `task_ids` it no longer holds.
+
+    A pool renews all its runs at once (one UPDATE per period, not one per task); the runs it lost
+    (stopped, finished, or taken over after its lease lapsed) are the ones to cancel. The fencing is
+    renew_lease's: only executing tasks with this owner and no stop request are extended.
+    """
+    expires = timezone.now() + timezone.timedelta(seconds=lease_seconds)
+    held = Task.objects.filter(lease_owner=worker_id, status=Status.EXECUTING, stop_requested_at__isnull=True)
+    held.update(lease_expires_at=expires)
+    task_ids = list(task_ids)
+    if not task_ids:
+        return []
+    still = set(held.filter(pk__in=task_ids).values_list("id", flat=True))
+    return [task_id for task_id in task_ids if task_id not in still]
 
 
 @_action
@@ -76,16 +102,35 @@ def record_progress(
     once); without them the task's are read for the batch.
     """
     with transaction.atomic():
-        task = _task_for_update(task_id)
+        task = _task_row_for_update(task_id, *PROGRESS_COLUMNS)
         if worker_id is not None and (task.status != Status.EXECUTING or task.lease_owner != worker_id):
             return []
         secrets = _task_secrets(task) if secrets is None else list(secrets)
-        for kind, data in activity:
-            _append_activity(task, kind, data, secrets)
-        return _append_events(task, events, secrets)
+        entries = _store_activity(task, activity, secrets)
+        rows = _store_events(task, events, secrets)
+        counters = {"last_seq": task.last_seq} if rows else {}
+        if entries:
+            counters["last_activity"] = task.last_activity
+        if counters:  # one UPDATE for both counters
+            Task.objects.filter(pk=task.id).update(**counters)
+        return rows
 
 
-arecord_progress = _async_twin(record_progress.__wrapped__)
+# What a progress batch reads of its task (the rest is never touched on the hot path).
+PROGRESS_COLUMNS = (
+    "id",
+    "organization",
+    "agent",
+    "status",
+    "lease_owner",
+    "last_seq",
+    "last_activity",
+    "turns",
+    "user_tokens_encrypted",
+)
+
+
+arecord_progress = _runtime_twin(record_progress.__wrapped__)
 
 
 @_action
@@ -103,24 +148,26 @@ def finish_task(
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status} is not a final status")
     with transaction.atomic():
-        task = _task_for_update(task_id)
+        task = _task_row_for_update(task_id)
         if task.is_finished or (worker_id is not None and task.lease_owner != worker_id):
             return None
+        also: list[str] = []  # saved in _finish's one UPDATE
         if tokens:
             task.tokens = _add_tokens(task.tokens, tokens)
-            _save(task, "tokens")
+            also.append("tokens")
         if used_tools:
             task.used_tools = [*(task.used_tools or []), *used_tools]
-            _save(task, "used_tools")
+            also.append("used_tools")
         if final_message is not None:
-            _append_activity(
-                task, ActivityKind.MESSAGE, {"role": "agent", "content": {"text": final_message}}
+            _store_activity(
+                task, [(ActivityKind.MESSAGE, {"role": "agent", "content": {"text": final_message}})]
             )
-        _finish(task, status, result)
+            also.append("last_activity")
+        _finish(task, status, result, also=tuple(also))
     return task
 
 
-afinish_task = _async_twin(finish_task.__wrapped__)
+afinish_task = _runtime_twin(finish_task.__wrapped__)
 
 
 def _add_tokens(current: dict | None, new: dict[str, int]) -> dict[str, int]:
@@ -149,7 +196,7 @@ def release_task(task_id: str, worker_id: str) -> bool:
     return True
 
 
-arelease_task = _async_twin(release_task.__wrapped__)
+arelease_task = _runtime_twin(release_task.__wrapped__)
 
 
 @_action
@@ -185,4 +232,4 @@ def requeue_expired(max_attempts: int) -> list[str]:
     return requeued
 
 
-arequeue_expired = _async_twin(requeue_expired.__wrapped__)
+arequeue_expired = _runtime_twin(requeue_expired.__wrapped__)
