@@ -14,6 +14,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -156,3 +157,27 @@ class ConsoleOnlyMiddleware:
             if response is not None:
                 return response
         return None
+
+
+CSRF_MIDDLEWARE = "django.middleware.csrf.CsrfViewMiddleware"
+
+
+@checks.register(checks.Tags.security)
+def check_console_csrf(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Stands in for Django's security.W003 (silenced in settings, since CSRF is not listed in
+    MIDDLEWARE itself): the console's pages must be CSRF-protected, through either list."""
+    if CSRF_MIDDLEWARE in settings.MIDDLEWARE:
+        return []
+    through_console = (
+        f"{__name__}.ConsoleOnlyMiddleware" in settings.MIDDLEWARE
+        and CSRF_MIDDLEWARE in getattr(settings, "CONSOLE_MIDDLEWARE", [])
+    )
+    if through_console:
+        return []
+    return [
+        checks.Error(
+            f"{CSRF_MIDDLEWARE} is neither in MIDDLEWARE nor in CONSOLE_MIDDLEWARE (with "
+            f"{__name__}.ConsoleOnlyMiddleware in MIDDLEWARE): the console's forms would take forged posts.",
+            id="console.E001",
+        )
+    ]

@@ -263,3 +263,12 @@ def test_api_responses_carry_no_session_or_csrf_cookie(server):
     assert r.status_code == 200 and "set-cookie" not in r.headers
     docs = httpx.get(f"{server.api}/openapi.json", timeout=30)
     assert docs.status_code == 200 and json.loads(docs.text)["info"]["title"]
+
+
+def test_a_console_without_csrf_middleware_fails_the_checks(settings):
+    """security.W003 is silenced (CSRF is not in MIDDLEWARE itself); console.E001 stands in for it."""
+    from django.core import checks
+
+    assert "console.E001" not in [m.id for m in checks.run_checks(tags=["security"])]
+    settings.CONSOLE_MIDDLEWARE = [m for m in settings.CONSOLE_MIDDLEWARE if "csrf" not in m]
+    assert "console.E001" in [m.id for m in checks.run_checks(tags=["security"])]
