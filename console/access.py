@@ -1,11 +1,25 @@
 """Who is calling: the Actor (organization, role, member, key) made from an API key or from a signed-in
-membership by functions side by side, and the role checks every entry point applies."""
+membership by functions side by side, and the role checks every entry point applies.
+
+An API key's Actor is kept for API_KEY_CACHE_SECONDS (a few seconds): reading the key, its member
+and user on every request was a fifth of a cheap request's CPU. Any save or delete of a key, a
+membership or a user in this process (revoking, a role change, deactivating) forgets every cached
+Actor at once, and again when its transaction commits; another process notices within the expiry.
+Only successful lookups are cached: a revoked or unknown key is read again on every request.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -53,11 +67,83 @@ SYSTEM = "system"  # the runtime acts on tasks it already holds; it is not an or
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # record last use without a write on every request
 
 
-def actor_for_key(raw: str | None) -> Actor:
+class _ActorCache:
+    """key hash -> (expiry, Actor), process-wide; a generation number keeps a lookup that raced an
+    invalidation (it read the row before the change committed) from being stored."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Actor]] = {}
+        self._lock = threading.Lock()
+        self.generation = 0
+
+    def get(self, key_hash: str) -> Actor | None:
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            with self._lock:
+                self._entries.pop(key_hash, None)
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, actor: Actor, generation: int, seconds: float) -> None:
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key_hash] = (time.monotonic() + seconds, actor)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+
+_actors = _ActorCache()
+
+
+def forget_api_keys() -> None:
+    """Drop every cached Actor now and again when the current transaction commits (if any).
+
+    Now: this process's next request reads the row. At commit: a request that read the old row
+    before the commit cannot keep it (its generation is stale by then).
+    """
+    _actors.clear()
+    transaction.on_commit(_actors.clear)
+
+
+def _forget_on_change(sender: Any, **kwargs: Any) -> None:
+    forget_api_keys()
+
+
+for _model in (ApiKey, Membership, get_user_model()):
+    post_save.connect(_forget_on_change, sender=_model, dispatch_uid=f"access.forget.save.{_model.__name__}")
+    post_delete.connect(_forget_on_change, sender=_model, dispatch_uid=f"access.forget.del.{_model.__name__}")
+
+
+def actor_for_key(raw: str | None, *, cached: bool = True) -> Actor:
+    """The Actor of an API key; `cached=False` reads the key's row even if a cached Actor is fresh."""
     if not raw:
         raise Unauthorized("Missing API key: send it in the x-api-key header")
+    key_hash = hash_api_key(raw.strip())
+    seconds = settings.API_KEY_CACHE_SECONDS
+    if cached and seconds > 0:
+        actor = _actors.get(key_hash)
+        if actor is not None:
+            return actor
+    generation = _actors.generation
+    actor = _actor_from_row(key_hash)
+    if seconds > 0:
+        _actors.put(key_hash, actor, generation, seconds)
+    return actor
+
+
+def _actor_from_row(key_hash: str) -> Actor:
     try:
-        key = ApiKey.objects.select_related("membership__user").get(key_hash=hash_api_key(raw.strip()))
+        key = ApiKey.objects.select_related("membership__user").get(key_hash=key_hash)
     except ApiKey.DoesNotExist:
         raise Unauthorized("Invalid API key") from None
     if key.revoked_at is not None:
@@ -103,9 +189,12 @@ def key_is_valid(api_key_id: int) -> bool:
     ).exists()
 
 
-def actor_for_request(request: HttpRequest) -> Actor:
-    """Authenticate by x-api-key and check the URL's organization segment, if any."""
-    actor = actor_for_key(request.headers.get("x-api-key"))
+def actor_for_request(request: HttpRequest, *, cached: bool = True) -> Actor:
+    """Authenticate by x-api-key and check the URL's organization segment, if any.
+
+    `cached=False` for what lasts (an event stream): its key is read, as it was revoked or not, now.
+    """
+    actor = actor_for_key(request.headers.get("x-api-key"), cached=cached)
     url_org = getattr(request, "url_organization_id", None)
     if url_org is not None and url_org != actor.organization_id:
         raise NotFound(f"Organization {url_org} not found")

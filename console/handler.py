@@ -1,16 +1,28 @@
-"""Django's ASGI handler, letting go of a request's thread once its response is a long stream.
+"""Django's ASGI handler, with long-lived request threads and a stream's thread let go as it starts.
 
 Django runs every request's thread-sensitive work (the `request_started` receivers, sync middleware,
-the ORM calls of async views) on one thread of its own, kept until the response is fully sent.
-For an event stream that is a thread, plus the database connection opened on it, for as long as
-the stream stays open. Here that thread is started on first use as before, and released, with its
-connections closed, when an async streaming response starts: by then the view and the middleware
-are done, and the stream reads through the shared pool in `tasks_app.sse`.
+sync views, the ORM calls of async views) on one thread of its own, kept until the response is fully
+sent. Stock Django starts a new thread per request, and the request opens a new database connection
+on it: ~2 ms of CPU per request with SQLite before any work. Here a request borrows one of at most
+WEB_DB_CONNECTIONS long-lived single-thread lanes for its life and gives it back at its end; the
+lane's connection stays open for the next request (CONN_MAX_AGE, with health checks). Semantics are
+Django's: one thread per request at a time, and one request per thread at a time.
+
+What a request leaves behind must not reach the next: Django's `close_old_connections` (at request
+start and end, on the lane) closes broken or obsolete connections, and a lane whose connection is
+still inside a transaction when its request ends is retired, its connection closed (rolled back),
+instead of given back.
+
+An async streaming response (an event stream) gives its lane back as soon as it starts: the view
+and the middleware are done by then, and the stream reads through the shared pool in
+`tasks_app.sse`. The little the request does after that (closing the response) runs on a throwaway
+thread that holds no connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextvars import ContextVar
@@ -19,67 +31,118 @@ from typing import Any
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_finished
 from django.db import connections
+from django.dispatch import receiver
 from django.http import HttpResponseBase
 
 
-class RequestThread(Executor):
-    """One worker thread for a request's thread-sensitive calls, started when first needed.
-
-    `shutdown()` lets the thread go; a later call starts a new one (the request's end still runs
-    Django's `request_finished` receivers).
-    """
+class _Lanes:
+    """The idle long-lived request threads of this process (each a one-thread executor)."""
 
     def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-        self.db_turn = _DatabaseTurn()
+        self._idle: list[ThreadPoolExecutor] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+
+    def give_back(self, lane: ThreadPoolExecutor) -> None:
+        with self._lock:
+            self._idle.append(lane)
+
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+
+lanes = _Lanes()
+
+
+def _leaves_a_transaction_open() -> bool:
+    """Whether a connection of this thread is still inside a transaction; if so, close it (rollback).
+
+    Runs on the request's lane. A lane that answers True is retired, not reused: Django's
+    bookkeeping of an atomic block left open cannot be reset safely from outside it.
+    """
+    dirty = False
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None and not conn.in_atomic_block:
+            continue
+        if conn.in_atomic_block or not conn.get_autocommit():
+            dirty = True
+            conn.close()
+    return dirty
+
+
+class RequestThread(Executor):
+    """A request's thread-sensitive executor: a borrowed lane, or after `let_go()` a throwaway thread."""
+
+    def __init__(self) -> None:
+        self._lane: ThreadPoolExecutor | None = None
+        self._spare: ThreadPoolExecutor | None = None
+        self._turn: asyncio.Semaphore | None = None
+        self.dirty = False  # set on the lane when the request left a transaction open
+
+    async def borrow(self) -> None:
+        """Wait for a turn (at most WEB_DB_CONNECTIONS at once), then take a lane."""
+        loop = asyncio.get_running_loop()
+        sem = _turns.get(loop)
+        if sem is None:
+            sem = _turns[loop] = asyncio.Semaphore(settings.WEB_DB_CONNECTIONS)
+        await sem.acquire()
+        self._turn = sem
+        self._lane = lanes.take()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
-        return self._pool.submit(fn, *args, **kwargs)
+        if self._lane is not None:
+            return self._lane.submit(fn, *args, **kwargs)
+        if self._spare is None:
+            self._spare = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-tail")
+        return self._spare.submit(fn, *args, **kwargs)
+
+    def let_go(self) -> None:
+        """Give the lane back (or retire it if its request left a transaction open) and the turn."""
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            if self.dirty:
+                lane.shutdown(wait=False)
+            else:
+                lanes.give_back(lane)
+        sem, self._turn = self._turn, None
+        if sem is not None:
+            sem.release()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self.let_go()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 _request_thread: ContextVar[RequestThread] = ContextVar("request_thread")
 _turns: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
 
-class _DatabaseTurn:
-    """One request's share of WEB_DB_CONNECTIONS (a request thread may hold one connection).
-
-    Released when the request ends or, for a long stream, as soon as its thread lets go.
-    """
-
-    def __init__(self) -> None:
-        self._sem: asyncio.Semaphore | None = None
-
-    async def acquire(self) -> None:
-        loop = asyncio.get_running_loop()
-        sem = _turns.get(loop)
-        if sem is None:
-            sem = _turns[loop] = asyncio.Semaphore(settings.WEB_DB_CONNECTIONS)
-        await sem.acquire()
-        self._sem = sem
-
-    def release(self) -> None:
-        sem, self._sem = self._sem, None
-        if sem is not None:
-            sem.release()
+@receiver(request_finished, dispatch_uid="console.handler.check_lane")
+def _check_lane(**kwargs: Any) -> None:
+    """At a request's end, on its lane (after close_old_connections): no transaction may carry over."""
+    thread = _request_thread.get(None)
+    if thread is not None and thread._lane is not None and _leaves_a_transaction_open():
+        thread.dirty = True
 
 
 class StreamingASGIHandler(ASGIHandler):
-    """Django's handler, with each request's thread released while a long response streams."""
+    """Django's handler on long-lived request threads, a stream's thread let go as it starts."""
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         thread = RequestThread()
         token = _request_thread.set(thread)
         # A burst of requests waits for a turn instead of opening more connections than the database takes.
-        await thread.db_turn.acquire()
+        await thread.borrow()
         try:
             # The outermost context decides: Django's own ThreadSensitiveContext inside reuses ours.
             async with ThreadSensitiveContext(executor=thread):
@@ -87,11 +150,11 @@ class StreamingASGIHandler(ASGIHandler):
         finally:
             _request_thread.reset(token)
             thread.shutdown(wait=False)  # not joined here: the loop must not wait on a thread
-            thread.db_turn.release()
 
     async def send_response(self, response: HttpResponseBase, send: Callable) -> None:
         if response.streaming and response.is_async:
-            await sync_to_async(connections.close_all)()  # on the request's thread: its connections
-            _request_thread.get().shutdown(wait=False)
-            _request_thread.get().db_turn.release()
+            thread = _request_thread.get()
+            if thread._lane is not None:
+                thread.dirty = await sync_to_async(_leaves_a_transaction_open)()  # on the lane
+                thread.let_go()
         await super().send_response(response, send)

@@ -1,8 +1,10 @@
 """API keys: create (the raw key returned once), list, revoke; each change on the audit log.
 
 A key acts as the member who created it, with the lower of the key's role and that member's role.
-Revocation needs no cache invalidation: every request and every open stream reads the key's row
-(console.access.actor_for_key, key_is_valid), so a revoked key stops in every process at once.
+Revoking forgets the key's cached caller in this process at once (console.access: every save of a
+key, membership or user does, and `revoke_key` says so itself); another web process may accept it
+for at most API_KEY_CACHE_SECONDS more. Open streams re-read the key's row (key_is_valid) and a new
+stream reads it before it starts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from console import audit
-from console.access import Actor
+from console.access import Actor, forget_api_keys
 from console.errors import Conflict, Forbidden, Invalid, NotFound
 from console.ids import row_id
 from console.models import ROLE_RANK, ApiKey, Membership, Role
@@ -106,6 +108,7 @@ def revoke_key(actor: Actor, key_id: int | str) -> ApiKey:
             raise Conflict(f"API key {key.name} ({key.display}) is already revoked")
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+        forget_api_keys()  # the save's signal does it too; a revocation must not depend on that
         audit.record(
             actor,
             "key.revoked",

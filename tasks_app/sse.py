@@ -49,7 +49,8 @@ akey_is_valid = events.on_read_threads(key_is_valid)
 
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
     try:
-        actor = await sync_to_async(actor_for_request)(request)
+        # A stream lasts: its key is read now, not taken from the few-second cache of API callers.
+        actor = await sync_to_async(actor_for_request)(request, cached=False)
         task = await sync_to_async(actions.get_task)(actor, task_id)
         after = parse_resume_point(request)
         release = stream_slots.slots.acquire(actor.api_key_id, settings.SSE_MAX_STREAMS_PER_KEY)

@@ -1,0 +1,274 @@
+"""The API request path: long-lived request threads keeping their connection, no transaction carried
+from one request to the next, cached API callers forgotten at once on revoke / role change /
+deactivation, and no session, CSRF, sign-in or messages middleware on the API while every console
+form keeps its CSRF check."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import uuid
+
+import httpx
+import pytest
+from django.db import connection, transaction
+from django.http import HttpRequest, JsonResponse
+from django.test import Client
+from django.urls import path, resolve
+
+from console import members
+from console.access import actor_for_membership
+from console.handler import StreamingASGIHandler
+from console.models import ApiKey, Organization
+from tests.console_helpers import PASSWORD, signed_in
+from tests.live import LiveServer, server_env
+
+# ---- in process: the handler's lanes, driven over ASGI ------------------------------------------
+
+
+def _leave_a_transaction_open(request: HttpRequest, name: str) -> JsonResponse:
+    """A view that enters a transaction, writes, and never leaves it (as a bug would)."""
+    transaction.atomic().__enter__()
+    Organization.objects.create(name=name)
+    return JsonResponse({"thread": threading.get_ident()})
+
+
+def _what_the_connection_holds(request: HttpRequest, name: str) -> JsonResponse:
+    return JsonResponse(
+        {
+            "thread": threading.get_ident(),
+            "connection": id(connection.connection) if connection.connection else None,
+            "in_atomic_block": connection.in_atomic_block,
+            "autocommit": connection.get_autocommit(),
+            "row_exists": Organization.objects.filter(name=name).exists(),
+            "connection_after": id(connection.connection),
+        }
+    )
+
+
+urlpatterns = [
+    path("leak/<str:name>", _leave_a_transaction_open),
+    path("look/<str:name>", _what_the_connection_holds),
+]
+
+
+@pytest.fixture
+def one_lane(settings):
+    """These views as the URLconf, and one request thread at a time, so a request takes the last one's."""
+    settings.ROOT_URLCONF = __name__
+    settings.WEB_DB_CONNECTIONS = 1
+    handler = StreamingASGIHandler()
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=handler), base_url="http://127.0.0.1")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_reuses_the_last_ones_thread_and_connection(one_lane):
+    async with one_lane as client:
+        first = (await client.get("/look/nothing")).json()
+        second = (await client.get("/look/nothing")).json()
+    assert second["thread"] == first["thread"]
+    assert first["connection_after"] is not None
+    assert second["connection"] == first["connection_after"]  # open already, not opened again
+    assert second["in_atomic_block"] is False and second["autocommit"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_no_transaction_carries_over_to_the_next_request(one_lane):
+    name = f"leaked {uuid.uuid4().hex[:8]}"
+    async with one_lane as client:
+        leak = await client.get(f"/leak/{name}")
+        assert leak.status_code == 200
+        after = (await client.get(f"/look/{name}")).json()
+        again = (await client.get(f"/look/{name}")).json()
+    # The leaking request's lane is retired, its connection rolled back: the row never committed.
+    assert after["thread"] != leak.json()["thread"]
+    assert after["in_atomic_block"] is False and after["autocommit"] is True
+    assert after["row_exists"] is False
+    assert again["thread"] == after["thread"]  # a clean lane is reused as before
+    assert not await Organization.objects.filter(name=name).aexists()
+
+
+# ---- in process: the cached caller of an API key ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_demoted_members_key_is_demoted_at_once(alice, bob):
+    alice.member.role = "owner"
+    alice.member.save()
+    bob.member.role = "admin"
+    bob.member.save()
+    assert bob.post("/api/v1/agents", {"name": "before"}).status_code == 201  # cached as admin
+    members.change_role(actor_for_membership(alice.member), bob.member.pk, "viewer")
+    assert bob.post("/api/v1/agents", {"name": "after"}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_deactivated_members_key_is_refused_at_once(alice, bob):
+    alice.member.role = "owner"
+    alice.member.save()
+    assert bob.get("/api/v1/agents").status_code == 200  # cached
+    members.set_active(actor_for_membership(alice.member), bob.member.pk, False)
+    r = bob.get("/api/v1/agents")
+    assert r.status_code == 401 and "deactivated" in r.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_a_key_revoked_on_the_keys_page_is_refused_at_once(alice, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    assert alice.get("/api/v1/agents").status_code == 200  # cached
+    key = ApiKey.objects.get(membership=alice.member)
+    client = signed_in(alice)
+    assert client.post(f"/keys/{key.pk}/revoke/").status_code in (200, 302)
+    r = alice.get("/api/v1/agents")
+    assert r.status_code == 401 and r.json()["detail"] == "This API key was revoked"
+
+
+# ---- in process: the API without the console's middleware, the console with it -------------------
+
+
+@pytest.mark.django_db
+def test_the_api_neither_reads_nor_sets_a_session(alice, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    client = signed_in(alice)  # a session cookie, sent along with every request below
+    r = client.get("/api/v1/agents")
+    assert r.status_code == 401  # a session never authenticates the API
+    r = client.get("/api/v1/agents", headers={"x-api-key": alice.key})
+    assert r.status_code == 200
+    assert "Set-Cookie" not in r.headers and "Cookie" not in r.get("Vary", "")
+    assert client.get("/tasks/").status_code == 200  # the console page still knows the session
+
+
+@pytest.mark.django_db
+def test_every_console_form_keeps_its_csrf_check(alice, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    client = signed_in(alice)
+    client.handler.enforce_csrf_checks = True
+    for form in ("/keys/", "/tasks/new/", "/agents/new/", "/members/invite/", "/signout/", "/account/"):
+        r = client.post(form, {"name": "no token"})
+        assert r.status_code == 403, form
+        assert b"CSRF" in r.content, form
+    anonymous = Client(enforce_csrf_checks=True)
+    assert anonymous.post("/", {"email": "alice@example.com", "password": PASSWORD}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/keys/",
+        "/api/tasks/new/",
+        "/api/../keys/",
+        "/api/%2e%2e/keys/",
+        "/api/org_x/keys/",
+        "/agent-controller/keys/",
+        "/agent-controller/../keys/",
+        "/agent-controller//tasks/new/",
+        "/api//members/invite/",
+    ],
+)
+@pytest.mark.django_db
+def test_no_path_the_api_chain_serves_reaches_a_console_page(alice, path, settings):
+    """Every path that skips the console's middleware resolves to the API (or its JSON 404)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    client = signed_in(alice)
+    client.handler.enforce_csrf_checks = True
+    r = client.post(path, {"name": "no token"})
+    assert r["Content-Type"].startswith("application/json"), (path, r.status_code)
+    assert r.status_code in (401, 404, 405), (path, r.status_code)
+    assert not ApiKey.objects.filter(name="no token").exists()
+
+
+def test_every_route_under_api_is_an_api_view():
+    """What console.middleware.is_api_request relies on: /api/... never resolves to a console view."""
+    from console.web import urls as console_urls
+
+    for pattern in console_urls.urlpatterns:
+        route = str(pattern.pattern).lstrip("^").rstrip("$")
+        sample = re.sub(r"<[^>]+>", "1", route)
+        match = resolve("/api/" + sample)
+        assert not match.func.__module__.startswith("console.web"), (route, match.func)
+
+
+# ---- live: the real server, over HTTP ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("request-path")
+    live = LiveServer(workdir, server_env(workdir, WEB_DB_CONNECTIONS="3", API_KEY_CACHE_SECONDS="30"))
+    live.start()
+    yield live
+    live.stop()
+
+
+def _threads_and_connections(pid: int) -> tuple[int, int]:
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    wal = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            wal += os.readlink(f"/proc/{pid}/fd/{fd}").endswith("db.sqlite3-wal")
+        except OSError:
+            continue
+    return threads, wal
+
+
+@pytest.mark.live
+def test_a_key_revoked_over_rest_is_refused_at_once(server):
+    """Cached for 30 s on this server, yet refused on the very next request after the revocation."""
+    owner = server.account("Revoke Org", f"{uuid.uuid4().hex[:8]}@owner.test")
+    api = server.client(owner)
+    made = api.post("/v1/keys", json={"name": "laptop"})
+    assert made.status_code in (200, 201), made.text
+    spare = made.json()
+    laptop = httpx.Client(base_url=server.api, headers={"x-api-key": spare["key"]}, timeout=30)
+    assert laptop.get("/v1/agents").status_code == 200  # cached now
+    assert laptop.get("/v1/agents").status_code == 200
+    assert api.delete(f"/v1/keys/{spare['id']}").status_code == 204
+    r = laptop.get("/v1/agents")
+    assert r.status_code == 401 and r.json()["detail"] == "This API key was revoked"
+    r = laptop.get(f"/{owner.organization_id}/agent-execution/x/events")
+    assert r.status_code == 401
+    assert api.get("/v1/agents").status_code == 200  # the revoking key itself keeps working
+
+
+@pytest.mark.live
+def test_requests_keep_their_threads_and_connections(server):
+    account = server.account("Lanes Org", "lanes@lanes.test")
+    api = server.client(account)
+    for _ in range(5):
+        assert api.get("/v1/agents").status_code == 200
+    before = _threads_and_connections(server.proc.pid)
+    for _ in range(60):
+        assert api.get("/metadata/default_llm_extra_headers").status_code == 200
+    after = _threads_and_connections(server.proc.pid)
+    # Sequential requests borrow the same lane: no new thread, no new connection per request.
+    assert after[0] - before[0] <= 3, (before, after)
+    assert after[1] - before[1] <= 3, (before, after)
+
+
+@pytest.mark.live
+def test_a_console_form_posted_without_its_token_is_refused_over_asgi(server):
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        r = browser.post("/", data={"email": "x@example.com", "password": "x"})
+        assert r.status_code == 403 and "CSRF" in r.text
+        r = browser.post("/agent-controller/keys/", data={"name": "x"})
+        assert r.status_code == 404 and r.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.live
+def test_api_responses_carry_no_session_or_csrf_cookie(server):
+    account = server.account("Cookie Org", "cookie@cookie.test")
+    r = httpx.get(f"{server.api}/v1/agents", headers={"x-api-key": account.api_key}, timeout=30)
+    assert r.status_code == 200 and "set-cookie" not in r.headers
+    docs = httpx.get(f"{server.api}/openapi.json", timeout=30)
+    assert docs.status_code == 200 and json.loads(docs.text)["info"]["title"]
+
+
+def test_a_console_without_csrf_middleware_fails_the_checks(settings):
+    """security.W003 is silenced (CSRF is not in MIDDLEWARE itself); console.E001 stands in for it."""
+    from django.core import checks
+
+    assert "console.E001" not in [m.id for m in checks.run_checks(tags=["security"])]
+    settings.CONSOLE_MIDDLEWARE = [m for m in settings.CONSOLE_MIDDLEWARE if "csrf" not in m]
+    assert "console.E001" in [m.id for m in checks.run_checks(tags=["security"])]
