@@ -1,7 +1,7 @@
 """This project against LangGraph's server and the bare libraries, side by side in one run (issue 17).
 
     .venv/bin/python bench/compare.py                 # the full run (about 10-15 minutes)
-    .venv/bin/python bench/compare.py --quick         # small counts, under 3 minutes
+    .venv/bin/python bench/compare.py --quick         # small counts (100 capacity tasks), about 3 minutes
     .venv/bin/python bench/compare.py --only langgraph,ours --runs 3
     make bench-compare
 
@@ -84,6 +84,8 @@ BASE_TREE = ROOT / ".cache" / "bench-base"
 PLAIN_CHUNKS = 20
 LONG_CHUNKS = 500
 CONC = 32
+# after the gate opens: 1 s to the first byte, then 20 chunks 50 ms apart (as bench/runtime.py)
+CAPACITY_MODEL = {"capacity_delay_first": 1.0, "capacity_chunks": 20, "capacity_delay_chunk": 0.05}
 PHASES = ("langgraph", "langchain", "pydantic", "ours", "chunk", "platform", "stop", "capacity")
 
 
@@ -456,15 +458,15 @@ async def phase_chunk_ours(srv: Server, agent_id: str, cfg: dict[str, Any]) -> d
 
 def config(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
-        return {"warmup": 4, "c1_runs": 8, "c32_runs": 96, "budget": 15.0, "chunk_runs": 4,
-                "platform": [(CONC, 96)], "stop_runs": 2, "stop_burst": CONC, "capacity_tasks": 200,
+        return {"warmup": 4, "c1_runs": 6, "c32_runs": 64, "budget": 10.0, "chunk_runs": 3,
+                "platform": [(CONC, 64)], "stop_runs": 1, "stop_burst": CONC, "capacity_tasks": 100,
                 "capacity_creators": 16, "capacity_settle_s": 60.0, "capacity_plateau_s": 1.0,
-                "capacity_idle_window_s": 3.0, "capacity_sample_s": 1.0, "profile": None}  # fmt: skip
+                "capacity_idle_window_s": 3.0, "capacity_sample_s": 1.0, **CAPACITY_MODEL, "profile": None}  # fmt: skip
     return {"warmup": 8, "c1_runs": 30, "c32_runs": 640, "budget": 45.0, "chunk_runs": 15,
             "platform": [(CONC, 1600)], "stop_runs": 5, "stop_burst": CONC,
             "capacity_tasks": args.capacity_tasks, "capacity_creators": 32, "capacity_settle_s": 300.0,
             "capacity_plateau_s": 3.0, "capacity_idle_window_s": 10.0, "capacity_sample_s": 3.0,
-            "profile": None}  # fmt: skip
+            **CAPACITY_MODEL, "profile": None}  # fmt: skip
 
 
 def med(values: list[float | None]) -> tuple[float | None, str]:
@@ -541,13 +543,13 @@ def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     show(f"platform c{CONC} runs/s: {BASE_COMMIT}", old)
     check(f"platform c{CONC}: this tree / {BASE_COMMIT}", ratio(new, old), ">= 3x", lambda m: m >= 3, "x")
     s = res.get("stop")
-    if s:
+    if s and "error" not in s:
         b = s[f"burst{CONC}"]
         rows.append((f"stop, {CONC} at once: DELETE p95", f"{b['delete_p95_ms']} ms", "(reference)", None))
         rows.append((f"stop, {CONC} at once: model connection closed p95", f"{b['disconnect_p95_ms']} ms",
                      "<= 500 ms", b["disconnect_p95_ms"] <= 500))  # fmt: skip
     c = res.get("capacity")
-    if c:
+    if c and "error" not in c:
         n = c["tasks"]
         rows.append((f"capacity: tasks in their model call at once (of {n})", f"{c['peak_model_requests_waiting']}",
                      f"= {n}" + ("" if n >= 2000 else " (2,000 in the full run)"),
@@ -584,6 +586,9 @@ def failures(res: dict[str, Any]) -> list[str]:
                 out.append(
                     f"round {i + 1} platform {side}: {block['errors']} failed, e.g. {block['error_samples'][:1]}"
                 )
+    for name in ("stop", "capacity"):
+        if "error" in (res.get(name) or {}):
+            out.append(f"{name}: {res[name]['error']}")
     cap = res.get("capacity") or {}
     if cap.get("error_count"):
         out.append(f"capacity: {cap['error_count']} tasks failed, e.g. {cap['errors'][:1]}")
@@ -616,9 +621,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     scfg = ServicesConfig(
         agent_chunks=PLAIN_CHUNKS,
         long_chunks=LONG_CHUNKS,
-        capacity_delay_first=1.0,
-        capacity_chunks=20,
-        capacity_delay_chunk=0.05,
+        capacity_delay_first=cfg["capacity_delay_first"],
+        capacity_chunks=cfg["capacity_chunks"],
+        capacity_delay_chunk=cfg["capacity_delay_chunk"],
     )
     services = await asyncio.to_thread(Services, scfg)
     pinned = ("langgraph", "langchain", "openai==", "uvicorn", "starlette")
@@ -697,7 +702,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await step("platform", platform)
         if "stop" in only:
             print("-- stop ...", flush=True)
-            res["stop"] = await bench_stop(srv, cfg)
+            try:
+                res["stop"] = await bench_stop(srv, cfg)
+            except Exception as exc:  # recorded and failed, so the other phases' figures survive
+                res["stop"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         for server in (lg, base, srv):  # capacity gets the machine (and a fresh process) to itself
             if server is not None:
                 await (server.stop() if isinstance(server, Server) else asyncio.to_thread(server.stop))
@@ -709,8 +717,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 await asyncio.sleep(1.0)
                 t = time.perf_counter()
-                res["capacity"] = await bench_capacity(cap, cfg)
-                res["capacity"].pop("timeline", None)
+                try:
+                    res["capacity"] = await bench_capacity(cap, cfg)
+                    res["capacity"].pop("timeline", None)
+                except Exception as exc:
+                    res["capacity"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
                 print(f"   capacity done in {time.perf_counter() - t:.1f} s", flush=True)
             finally:
                 await cap.stop()
