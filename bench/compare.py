@@ -524,6 +524,11 @@ def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             " ms",
         )
         show(f"{label}: c{CONC} runs/s", get(rounds, name, f"c{CONC}", "per_s"))
+    for name, label, key in (("langgraph", "LangGraph server process", "server_cpu_ms_per_run"),
+                             ("langchain", "LangChain in-process", "cpu_ms_per_run"),
+                             ("pydantic", "pydantic-ai in-process", "cpu_ms_per_run"),
+                             ("ours", "our server process", "server_cpu_ms_per_run")):  # fmt: skip
+        show(f"CPU per run at c{CONC}: {label}", get(rounds, name, f"c{CONC}", key), " ms")
     ours32, lg32, pa32 = (get(rounds, n, f"c{CONC}", "per_s") for n in ("ours", "langgraph", "pydantic"))
     ours1, lg1, pa1 = (get(rounds, n, "c1", "p50_ms") for n in ("ours", "langgraph", "pydantic"))
     check(f"c{CONC}: ours / LangGraph runs/s", ratio(ours32, lg32), ">= 1x", lambda m: m >= 1.0, "x")
@@ -643,6 +648,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     srv: Server | None = None
     base: Server | None = None
     t_all = time.perf_counter()
+    path = RESULTS / f"compare{'-quick' if args.quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+    def save() -> None:
+        """Written after every phase too, so a long run that breaks later keeps what it measured."""
+        path.write_text(json.dumps(res, indent=2) + "\n")
+
     try:
         if "langgraph" in only:
             print("-- starting langgraph dev ...", flush=True)
@@ -668,6 +679,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"-- round {_i + 1}/{args.runs}: {name} ...", flush=True)
                 t = time.perf_counter()
                 _rnd[name] = await fn()
+                save()
                 print(f"   {name} done in {time.perf_counter() - t:.1f} s", flush=True)
 
             if lg is not None:
@@ -706,6 +718,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 res["stop"] = await bench_stop(srv, cfg)
             except Exception as exc:  # recorded and failed, so the other phases' figures survive
                 res["stop"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            save()
         for server in (lg, base, srv):  # capacity gets the machine (and a fresh process) to itself
             if server is not None:
                 await (server.stop() if isinstance(server, Server) else asyncio.to_thread(server.stop))
@@ -760,8 +773,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
           f"calibration {m['calibration']}")  # fmt: skip
     print(f"commit: {code['commit']}{dirty}; base {BASE_COMMIT}; rounds {args.runs} (median, range)")
     print_table(rows)
-    path = RESULTS / f"compare{'-quick' if args.quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(res, indent=2) + "\n")
+    save()
     print(f"results: {path.relative_to(ROOT)}  (total {res['total_s']} s)")
     return res
 
@@ -776,6 +788,7 @@ def main() -> None:
     parser.add_argument("--capacity-tasks", type=int, default=2000)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, logs)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed, too")
+    parser.add_argument("--table", metavar="JSON", help="print the table of a saved results file and exit")
     # the pydantic-ai subprocess (this script, run by phase_pydantic)
     parser.add_argument("--pydantic-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-url", help=argparse.SUPPRESS)
@@ -787,6 +800,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.pydantic_worker:
         print(json.dumps(asyncio.run(pydantic_worker(args))))
+        return
+    if args.table:
+        print_table(verdicts(json.loads(Path(args.table).read_text())))
         return
     res = asyncio.run(main_async(args))
     failed = failures(res)
