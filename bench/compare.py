@@ -725,6 +725,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if "capacity" in only:
             print(f"-- capacity ({cfg['capacity_tasks']} tasks, fresh server) ...", flush=True)
             (workdir / "capacity").mkdir()
+            # the worker pool takes WORKER_CONCURRENCY tasks at once (default 1,000): the target is 2,000
+            os.environ["WORKER_CONCURRENCY"] = str(max(1000, cfg["capacity_tasks"]))
             cap = Server(workdir / "capacity", services)
             await cap.start()
             try:
