@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-cluster services browser test test-postgres test-sdk lint bench bench-quick clean
+.PHONY: install run run-cluster services browser test test-postgres test-sdk lint bench bench-quick bench-compare clean
 
 $(STAMP): pyproject.toml .python-version
 	@command -v pyenv >/dev/null 2>&1 && PYBIN=$$(pyenv root)/versions/$$(pyenv latest -k $(PYTHON_VERSION) 2>/dev/null || echo $(PYTHON_VERSION))/bin/python; \
@@ -60,6 +60,11 @@ bench: install
 
 bench-quick: install
 	$(PY) bench/runtime.py --quick
+
+# Issue 17: this project beside LangGraph's dev server, the LangChain agent and pydantic-ai alone, in one
+# run (LangGraph's own venv in .cache/bench-langgraph, made on first use). ARGS=--quick for a short run.
+bench-compare: install
+	$(PY) bench/compare.py $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

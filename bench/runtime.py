@@ -787,7 +787,7 @@ async def bench_stop(srv: Server, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 class Server:
-    def __init__(self, workdir: Path, services: Services) -> None:
+    def __init__(self, workdir: Path, services: Services, root: Path = ROOT) -> None:
         self.services = services
         env = server_env(
             workdir,
@@ -796,7 +796,7 @@ class Server:
             MODEL_TIMEOUT_SECONDS="600",  # capacity holds model calls for as long as the ramp takes
             SSE_MAX_STREAMS_PER_KEY="4096",  # one key follows every task (capacity: 2,000 streams)
         )
-        self.live = LiveServer(workdir, env)
+        self.live = LiveServer(workdir, env, root=root)
         self.account = None
         self.api: httpx.AsyncClient
         self.sse: httpx.AsyncClient

@@ -54,6 +54,7 @@ class LiveServer:
     port: int = 0
     proc: subprocess.Popen | None = None
     accounts: dict[str, Account] = field(default_factory=dict)
+    root: Path = ROOT  # the code tree served (bench/compare.py serves an older commit's worktree)
 
     @property
     def url(self) -> str:
@@ -65,9 +66,9 @@ class LiveServer:
 
     def manage(self, *args: str) -> str:
         out = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
+            [sys.executable, str(self.root / "manage.py"), *args],
             env=self.env,
-            cwd=ROOT,
+            cwd=self.root,
             capture_output=True,
             text=True,
             timeout=120,
@@ -117,7 +118,7 @@ class LiveServer:
                 "console.asgi:application",
             ],
             env=self.env,
-            cwd=ROOT,
+            cwd=self.root,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
