@@ -77,7 +77,14 @@ def renew_leases(worker_id: str, lease_seconds: float, task_ids: Iterable[str]) 
     """
     expires = timezone.now() + timezone.timedelta(seconds=lease_seconds)
     held = Task.objects.filter(lease_owner=worker_id, status=Status.EXECUTING, stop_requested_at__isnull=True)
-    held.update(lease_expires_at=expires)
+    with transaction.atomic():
+        # Rows our own writer holds right now are skipped, not waited for: one multi-row UPDATE
+        # waiting on a group transaction that locks the same rows in another order deadlocks on
+        # PostgreSQL, and a renewal lost that way lets the leases lapse. A skipped row is renewed next
+        # beat (the lease outlasts several). SQLite has no row locks: the clause is ignored there.
+        free = list(held.select_for_update(skip_locked=True).values_list("pk", flat=True))
+        if free:
+            held.filter(pk__in=free).update(lease_expires_at=expires)
     task_ids = list(task_ids)
     if not task_ids:
         return []
