@@ -122,8 +122,10 @@ def test_it_survives_a_killed_worker_with_every_event_once_and_in_order_on_both_
         # (answers streaming, not only first requests waiting: a first answer is one write, which a
         # dead peer does not interrupt)
         model.wait_for(
-            lambda: len(model.requests) >= TASKS // 2
-            and sum(1 for r in model.requests if not r.done and r.chunks_sent) >= 10,
+            lambda: (
+                len(model.requests) >= TASKS // 2
+                and sum(1 for r in model.requests if not r.done and r.chunks_sent) >= 10
+            ),
             timeout=60,
         )
         cluster.kill(w1)
