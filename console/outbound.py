@@ -112,7 +112,10 @@ class GuardedTransport(httpx2.AsyncHTTPTransport):
 def client(**kwargs: Any) -> httpx2.AsyncClient:
     """An httpx2 client whose every connection is guarded; kwargs as httpx2.AsyncClient's."""
     verify = kwargs.pop("verify", True)
-    return httpx2.AsyncClient(transport=GuardedTransport(verify=verify), trust_env=False, **kwargs)
+    limits = kwargs.pop("limits", LIMITS)  # given to the transport: the client's own would be ignored
+    return httpx2.AsyncClient(
+        transport=GuardedTransport(verify=verify, limits=limits), trust_env=False, **kwargs
+    )
 
 
 def refusal_in(exc: BaseException) -> OutboundRefused | None:

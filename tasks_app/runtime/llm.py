@@ -7,6 +7,7 @@ import hashlib
 import os
 from typing import Any
 
+import httpx2
 from django.conf import settings
 
 from console import outbound
@@ -106,7 +107,13 @@ def _client(provider: str, base_url: str, key: str | None) -> Any:
     )
     client = _clients.get(cache_key)
     if client is None:
-        http_client = outbound.client(timeout=MODEL_TIMEOUT, follow_redirects=True)
+        # One streaming connection per running task: a pool smaller than the worker's concurrency
+        # would hold the tasks beyond it waiting for a connection (2,000 tasks, 1,000 model calls).
+        limits = httpx2.Limits(
+            max_connections=max(outbound.LIMITS.max_connections or 0, settings.WORKER_CONCURRENCY),
+            max_keepalive_connections=outbound.LIMITS.max_keepalive_connections,
+        )
+        http_client = outbound.client(timeout=MODEL_TIMEOUT, follow_redirects=True, limits=limits)
         if provider == "anthropic":
             from anthropic import AsyncAnthropic
 
