@@ -290,6 +290,12 @@ DJANGO_ADMIN = _env_bool("DJANGO_ADMIN")
 CONSOLE_INVITE_HOURS = _env_int("CONSOLE_INVITE_HOURS", 72)  # an invitation link's life
 TASK_MAX_RUN_SECONDS = _env_float("TASK_MAX_RUN_SECONDS", 0.0)  # a built-in run's longest; 0: none
 MCP_TOOLS_CACHE_SECONDS = _env_float("MCP_TOOLS_CACHE_SECONDS", 60.0)  # MCP tool lists reused; 0: off
+if MCP_TOOLS_CACHE_SECONDS < 0:
+    raise ValueError("MCP_TOOLS_CACHE_SECONDS must not be negative (0 turns the cache off)")
+# OpenAI-compatible streams read by tasks_app/runtime/lean_openai.py; off: the openai SDK's reader.
+LLM_LEAN_STREAM = _env_bool("LLM_LEAN_STREAM", True)
+if DATABASES["default"].get("CONN_MAX_AGE", 0) < 0:
+    raise ValueError("DB_CONN_MAX_AGE must not be negative (0 closes the connection after each request)")
 TASK_RETENTION_DAYS = _env_int("TASK_RETENTION_DAYS", 0)  # finished tasks kept N days; 0: forever
 RETENTION_SWEEP_SECONDS = _env_float("RETENTION_SWEEP_SECONDS", 3600.0)  # how often the worker purges
 CONSOLE_DASHBOARD_CACHE_SECONDS = _env_int("CONSOLE_DASHBOARD_CACHE_SECONDS", 30)  # dashboard figures reused

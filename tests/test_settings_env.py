@@ -16,7 +16,7 @@ _PRINT = (
     "import json; from django.conf import settings as s; "
     "print(json.dumps({'db': s.DATABASES['default'], 'hosts': s.ALLOWED_HOSTS, "
     "'exec': s.TASK_EXECUTION, 'page': s.CONSOLE_PAGE_SIZE, 'https': s.HTTPS, "
-    "'allow': s.OUTBOUND_ALLOWLIST, 'keys': len(s.FIELD_ENCRYPTION_KEYS), 'secret': s.SECRET_KEY}, default=str))"
+    "'allow': s.OUTBOUND_ALLOWLIST, 'keys': len(s.FIELD_ENCRYPTION_KEYS), 'secret': s.SECRET_KEY, 'lean': s.LLM_LEAN_STREAM}, default=str))"
 )
 
 
@@ -97,6 +97,12 @@ def test_it_names_the_variable_that_does_not_parse(tmp_path):
     assert "TASK_EXECUTION must be inprocess, none or celery" in out.stderr
     out = _settings(tmp_path, DATABASE_URL="mysql://root@127.0.0.1/test")
     assert "DATABASE_URL scheme 'mysql' is not supported" in out.stderr
+    out = _settings(tmp_path, MCP_TOOLS_CACHE_SECONDS="-1")
+    assert "MCP_TOOLS_CACHE_SECONDS must not be negative" in out.stderr
+    out = _settings(tmp_path, DB_CONN_MAX_AGE="-5")
+    assert "DB_CONN_MAX_AGE must not be negative" in out.stderr
+    assert _ok(tmp_path)["lean"] is True
+    assert _ok(tmp_path, LLM_LEAN_STREAM="off")["lean"] is False
 
 
 def test_it_takes_the_file_storage_from_the_environment(tmp_path):

@@ -24,6 +24,7 @@ from typing import Any
 HERE = str(Path(__file__).resolve().parent)
 
 
+# bench/runtime.py's pct, copied: this script runs in LangGraph's venv, which has none of our modules.
 def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None

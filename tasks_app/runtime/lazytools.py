@@ -131,7 +131,8 @@ async def held(opener: Opener, stack: contextlib.AsyncExitStack) -> Any:
         if not ready.done():
             ready.cancel()
         if not holder.cancelled() and holder.exception() is not None:
-            log.warning("closing an MCP session failed: %r", holder.exception())
+            # The type only: a client error's text can carry the server's URL, query string and all.
+            log.warning("closing an MCP session failed: %s", type(holder.exception()).__name__)
 
     stack.push_async_callback(close)
     return await asyncio.shield(ready)

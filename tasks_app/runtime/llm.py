@@ -23,15 +23,10 @@ OLLAMA_DEFAULT = "http://127.0.0.1:11434/v1"
 def lean_stream() -> bool:
     """Whether OpenAI-compatible streams take the lean path (tasks_app/runtime/lean_openai.py).
 
-    On unless the Django setting or the environment variable LLM_LEAN_STREAM turns it off: the
-    operator's way back to the openai SDK's own stream reader if a provider disagrees with it.
+    On unless the setting LLM_LEAN_STREAM turns it off: the operator's way back to the openai SDK's
+    own stream reader if a provider disagrees with it.
     """
-    value = getattr(settings, "LLM_LEAN_STREAM", None)
-    if value is None:
-        value = os.environ.get("LLM_LEAN_STREAM", "1")
-    if isinstance(value, str):
-        return value.strip().lower() not in {"0", "false", "no", "off", ""}
-    return bool(value)
+    return bool(settings.LLM_LEAN_STREAM)
 
 
 class ModelConfigError(Exception):
