@@ -132,3 +132,20 @@ def test_stop_aborts_an_in_flight_tool_call(daphne_server, mcp_server):
     log = api.get(f"/activity/{agent['id']}/{task['id']}").json()["messages"]
     call = next(m for m in log if m.get("tool_name") == "slow")
     assert call["is_error"] is True and call["status"] == "aborted"
+
+
+def test_an_mcp_url_with_a_key_in_its_query_never_reaches_the_server_log(daphne_server, mcp_server):
+    """The HTTP clients log each request's full URL at INFO; the server keeps them at WARNING."""
+    alice = daphne_server.account("MCP Org", "alice@mcp.test")
+    api = daphne_server.client(alice)
+    secret = f"qs-{uuid.uuid4().hex}"
+    marker = f"[qs-{uuid.uuid4().hex[:6]}]"
+    with ScriptedModel(scripts={marker: [Turn.tool("whoami", {}), Turn.reply("Done.")]}) as model:
+        agent = builtin_agent(api, model, graph=mcp_graph(f"{mcp_server.url}?api_key={secret}"))
+        task = start(api, agent, f"{marker} who?", user_tokens={"gi-tools": "tok-alice"})
+        events = sse(daphne_server, alice, task["id"])
+    assert events[-1]["data"]["status"] == "completed", events[-1]["data"]["result"]
+    assert any(e["type"] == "tool_call_result" for e in events)
+    log = daphne_server.log_text()
+    assert model.url.split("//")[1] not in log  # no request line for the model either
+    assert secret not in log
