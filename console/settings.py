@@ -250,8 +250,12 @@ if REDIS_URL:
         }
     }
 else:
+    # channels' in-memory layer with its expiry sweep amortized (console/channel_layer.py says why)
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+        "default": {
+            "BACKEND": "console.channel_layer.SweepingInMemoryChannelLayer",
+            "CONFIG": {"capacity": 1000},
+        }
     }
 
 AUTH_PASSWORD_VALIDATORS = [

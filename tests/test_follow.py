@@ -32,7 +32,10 @@ def running(alice):
 def small_channels(settings):
     """A follower's channel holds 2 messages; later ones are dropped, as a slow follower's are."""
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2}}
+        "default": {
+            "BACKEND": "console.channel_layer.SweepingInMemoryChannelLayer",
+            "CONFIG": {"capacity": 2},
+        }
     }
 
 

@@ -1,0 +1,55 @@
+"""The embedded default's channel layer: channels' in-memory layer, its expiry sweep amortized.
+
+Why: channels' InMemoryChannelLayer sweeps every channel's queue and every group membership for
+expired entries on each `receive` and each `group_send`. Every open stream waits in a `receive`
+and every committed write sends to a group, so with 2,000 followed tasks each message costs a walk
+over 2,000 channels and 2,000 groups: quadratic in the open streams, and most of the server's CPU
+while 2,000 tasks only wait (measured in docs/benchmarks.md, "Against LangGraph's server").
+
+Here the full sweep runs at most once every `sweep_seconds`; a receive still drops the expired
+messages of its own channel first, so no expired message is ever delivered. Expiry stays what the
+stock layer promises: a message lives `expiry` seconds (60), a membership `group_expiry` (a day);
+only their removal from memory can come up to `sweep_seconds` later. Everything else (queues,
+capacity, groups, the deep copy per receiver) is the stock layer's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from channels.layers import InMemoryChannelLayer
+
+
+class SweepingInMemoryChannelLayer(InMemoryChannelLayer):
+    """InMemoryChannelLayer whose full expiry sweep runs at most once every `sweep_seconds`."""
+
+    def __init__(self, sweep_seconds: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if sweep_seconds < 0:
+            raise ValueError("sweep_seconds must not be negative")
+        self.sweep_seconds = sweep_seconds
+        self._next_sweep = 0.0
+
+    def _clean_expired(self) -> None:
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.sweep_seconds
+        super()._clean_expired()
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        self._drop_expired(channel)
+        return await super().receive(channel)
+
+    def _drop_expired(self, channel: str) -> None:
+        """The stock sweep, for one channel: its expired messages go, and it leaves its groups."""
+        queue = self.channels.get(channel)
+        if queue is None:
+            return
+        now = time.time()  # the stock layer stamps messages with time.time() + expiry
+        while not queue.empty() and queue._queue[0][0] < now:  # type: ignore[attr-defined]
+            queue.get_nowait()
+            self._remove_from_groups(channel)
+        if queue.empty():
+            self.channels.pop(channel, None)
