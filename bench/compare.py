@@ -19,6 +19,12 @@ scripted OpenAI-compatible model (bench/services.py, its own process), with the 
 - ours:       the embedded default (bench/runtime.py's Server: daphne, SQLite, in-process worker), a
               builtin agent with one MCP server in its graph that the prompt does not call; REST
               create + SSE to task_finished; the SSE ids (event seq) are checked for gaps and repeats.
+- both:       the same agent, clients and checks as ours against the scaled-out deployment on this
+              machine's two cores (docs/deploy.md, tests/cluster.py): one daphne web process and one
+              Celery worker process (`--pool threads --concurrency 64`; `--both-workers N` for more),
+              a private PostgreSQL database, Redis as the channel layer (live events from the worker
+              to the web process), RabbitMQ as the broker; the server settings of ours (SERVER_ENV).
+              Its CPU per run is its processes' (web + workers), not PostgreSQL's, Redis's or RabbitMQ's.
 - chunk:      CPU per streamed chunk, a 500-chunk answer (mode `long`), one run at a time: the
               server's CPU per run / 500 against pydantic-ai's own CPU per run / 500.
 - platform:   bench/runtime.py's platform phase at concurrency 32 on this tree and on the commit
@@ -26,7 +32,7 @@ scripted OpenAI-compatible model (bench/services.py, its own process), with the 
 - stop:       bench/runtime.py's stop phase: 32 stops at once.
 - capacity:   bench/runtime.py's capacity phase with 2,000 tasks on a fresh server process.
 
-Each of langgraph, langchain, pydantic, ours, chunk and platform runs `--runs` times (rounds
+Each of langgraph, langchain, pydantic, ours, both, chunk and platform runs `--runs` times (rounds
 interleaved, ratios computed per round, the median and range printed); stop and capacity once.
 A failed run (a wrong answer, a lost or repeated event, a failed task) fails the benchmark: exit 1.
 Results: bench/results/compare[-quick]-<time>.json.
@@ -61,10 +67,12 @@ import httpx  # noqa: E402
 
 from bench.runtime import (  # noqa: E402
     RESULTS,
+    SERVER_ENV,
     Server,
     bench_capacity,
     bench_platform,
     bench_stop,
+    client,
     code_version,
     cpu_seconds,
     latency_stats,
@@ -74,7 +82,8 @@ from bench.runtime import (  # noqa: E402
     run_at,
 )
 from bench.services import MCP_TOKEN, Services, ServicesConfig, agent_answer  # noqa: E402
-from tests.live import free_port, wait_for_port  # noqa: E402
+from tests.cluster import RABBITMQ_URL, Cluster, cluster_env  # noqa: E402
+from tests.live import LiveServer, free_port, wait_for_port  # noqa: E402
 
 SELF = Path(__file__).resolve()
 BASE_COMMIT = "3c28cfe"  # where issue 17 starts
@@ -86,7 +95,11 @@ LONG_CHUNKS = 500
 CONC = 32
 # after the gate opens: 1 s to the first byte, then 20 chunks 50 ms apart (as bench/runtime.py)
 CAPACITY_MODEL = {"capacity_delay_first": 1.0, "capacity_chunks": 20, "capacity_delay_chunk": 0.05}
-PHASES = ("langgraph", "langchain", "pydantic", "ours", "chunk", "platform", "stop", "capacity")
+PHASES = ("langgraph", "langchain", "pydantic", "ours", "both", "chunk", "platform", "stop", "capacity")
+REDIS_URL = "redis://127.0.0.1:6379/0"  # the scaled-out deployment's channel layer
+# Celery threads per worker process: each holds one run until it ends (acks late), so at least CONC,
+# with room for the runs that finish while the next ones arrive (the runs share one event loop)
+BOTH_WORKER_CONCURRENCY = 64
 
 
 # ------------------------------------------------------------------------------------------------
@@ -453,6 +466,122 @@ async def phase_chunk_ours(srv: Server, agent_id: str, cfg: dict[str, Any]) -> d
 
 
 # ------------------------------------------------------------------------------------------------
+# This project scaled out on this machine (issue 17: concurrency 32 using both cores)
+
+
+class ClusterServer(Server):
+    """The scaled-out deployment as a Server to the phases (the same api / sse clients, agents, ours_one).
+
+    One daphne web process and `workers` Celery worker processes, so the web side (REST, SSE) and the
+    runs get a core each; a private PostgreSQL database, Redis as the channel layer and a private
+    RabbitMQ queue (tests/cluster.py), all dropped or deleted in stop(). The settings are the embedded
+    default's (SERVER_ENV): the two configurations differ in their deployment only.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        services: Services,
+        workers: int = 1,
+        concurrency: int = BOTH_WORKER_CONCURRENCY,
+    ) -> None:
+        self.services = services
+        self.workdir, self.workers, self.concurrency = workdir, workers, concurrency
+        self.cluster: Cluster | None = None
+        self.account = None
+        self.started_in_s: float | None = None
+        self.stopped = False
+
+    async def start(self) -> None:
+        t = time.perf_counter()
+        env, database = await asyncio.to_thread(
+            cluster_env, self.workdir, postgres=True, redis_url=REDIS_URL, **SERVER_ENV
+        )
+        self.cluster = Cluster(self.workdir, env, database=database)
+        self.live = LiveServer(self.workdir, env)
+        self.cluster.servers.append(self.live)  # before it starts: stop() ends it even if it never answers
+        await asyncio.to_thread(self.live.start)  # migrates the private database first
+        for _ in range(self.workers):
+            await asyncio.to_thread(self.cluster.start_worker, self.concurrency)
+        self.account = await asyncio.to_thread(self.live.account, "Bench Org", "bench@bench.test")
+        self.api = client(self.live.api, self.account.api_key)
+        self.sse = client(self.live.api, self.account.api_key, timeout=300)
+        await self.wait_ready()
+        self.started_in_s = round(time.perf_counter() - t, 1)
+
+    @property
+    def pids(self) -> list[int]:
+        """The deployment's processes: the web server, then the workers (--pool threads: no children)."""
+        assert self.cluster is not None
+        return [self.pid, *(w.proc.pid for w in self.cluster.workers)]
+
+    def cpu_by_process(self) -> list[float]:
+        """CPU seconds of each process of the deployment, in the order of `pids`."""
+        return [cpu_seconds(pid) for pid in self.pids]
+
+    def cpu(self) -> float:
+        """CPU of every process of the deployment (the services it uses are not counted)."""
+        return sum(self.cpu_by_process())
+
+    def log_text(self) -> str:
+        """The web server's log, then each worker's."""
+        if self.cluster is None:
+            return ""
+        parts = [s.log_text() for s in self.cluster.servers]
+        parts += [f"--- {w.name}\n{w.log_text()}" for w in self.cluster.workers]
+        return "\n".join(parts)
+
+    async def stop(self) -> None:
+        """Workers (warm shutdown), the web server, the private database and queue; safe to call twice."""
+        for c in (getattr(self, "api", None), getattr(self, "sse", None)):
+            if c is not None:
+                await c.aclose()
+        if self.cluster is None or self.stopped:
+            return
+        self.stopped = True
+        try:
+            await asyncio.to_thread(self.cluster.stop)
+        finally:
+            await asyncio.to_thread(delete_queue, self.cluster.env["CELERY_QUEUE"])
+
+    async def restart(self) -> None:
+        raise NotImplementedError("the scaled-out deployment is started once")
+
+
+def delete_queue(name: str) -> None:
+    """The cluster's private Celery queue, which RabbitMQ keeps (durable) after its consumers left."""
+    from kombu import Connection
+
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=5) as conn:
+            conn.default_channel.queue_delete(name)
+    except Exception as exc:  # a leftover queue is no reason to lose the run's figures
+        print(f"WARNING: RabbitMQ queue {name} not deleted: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+async def phase_both(both: ClusterServer, agent_id: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """phase_ours against the scaled-out deployment; server CPU is the web's plus the workers'.
+
+    Each level also gets the web process's and the workers' shares of it: with a core each, the
+    busier side bounds the rate.
+    """
+    marks: list[list[float]] = []  # measure_levels reads the CPU before and after each level
+
+    def cpu() -> float:
+        marks.append(both.cpu_by_process())
+        return sum(marks[-1])
+
+    out = await measure_levels(ours_one(both, agent_id, "plain", PLAIN_CHUNKS), cfg, cpu)
+    assert len(marks) == 4, f"expected CPU read before and after c1 and c{CONC}, got {len(marks)} reads"
+    for n, conc in enumerate((1, CONC)):
+        level, before, after = out[f"c{conc}"], marks[2 * n], marks[2 * n + 1]
+        k = 1000 / max(level["runs"], 1)
+        level["web_cpu_ms_per_run"] = round((after[0] - before[0]) * k, 2)
+        level["workers_cpu_ms_per_run"] = round((sum(after[1:]) - sum(before[1:])) * k, 2)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # Rounds, verdicts, table
 
 
@@ -501,6 +630,8 @@ def ratio(a: list[Any], b: list[Any], invert: bool = False) -> list[float | None
 def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     rounds = res["rounds"]
     rows: list[tuple[str, str, str, bool | None]] = []
+    workers = res.get("config", {}).get("both_workers", 1)
+    scaled = f"this project, scaled out (1 web + {workers} worker{'s' if workers > 1 else ''})"
 
     def show(what: str, vals: list[Any], unit: str = "", target: str = "(reference)") -> None:
         if any(v is not None for v in vals):
@@ -516,7 +647,8 @@ def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             rows.append((what, text + unit, target, ok(m)))
 
     for name, label in (("langgraph", "LangGraph server (langgraph dev)"), ("langchain", "LangChain agent in-process"),
-                        ("pydantic", "pydantic-ai alone in-process"), ("ours", "this project, embedded default")):  # fmt: skip
+                        ("pydantic", "pydantic-ai alone in-process"), ("ours", "this project, embedded default"),
+                        ("both", scaled)):  # fmt: skip
         show2(
             f"{label}: c1 p50 / p95",
             get(rounds, name, "c1", "p50_ms"),
@@ -527,14 +659,22 @@ def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     for name, label, key in (("langgraph", "LangGraph server process", "server_cpu_ms_per_run"),
                              ("langchain", "LangChain in-process", "cpu_ms_per_run"),
                              ("pydantic", "pydantic-ai in-process", "cpu_ms_per_run"),
-                             ("ours", "our server process", "server_cpu_ms_per_run")):  # fmt: skip
+                             ("ours", "our server process", "server_cpu_ms_per_run"),
+                             ("both", "our web + worker processes (scaled out)", "server_cpu_ms_per_run")):  # fmt: skip
         show(f"CPU per run at c{CONC}: {label}", get(rounds, name, f"c{CONC}", key), " ms")
+    show2(f"CPU per run at c{CONC}, scaled out: web / workers", get(rounds, "both", f"c{CONC}", "web_cpu_ms_per_run"),
+          get(rounds, "both", f"c{CONC}", "workers_cpu_ms_per_run"), " ms")  # fmt: skip
     ours32, lg32, pa32 = (get(rounds, n, f"c{CONC}", "per_s") for n in ("ours", "langgraph", "pydantic"))
     ours1, lg1, pa1 = (get(rounds, n, "c1", "p50_ms") for n in ("ours", "langgraph", "pydantic"))
     check(f"c{CONC}: ours / LangGraph runs/s", ratio(ours32, lg32), ">= 1x", lambda m: m >= 1.0, "x")
     check(f"c{CONC}: ours / pydantic-ai runs/s", ratio(ours32, pa32), ">= 0.75x", lambda m: m >= 0.75, "x")
     check("c1 p50: LangGraph / ours", ratio(ours1, lg1, invert=True), ">= 20x", lambda m: m >= 20, "x")
     check("c1 p50: ours / pydantic-ai", ratio(ours1, pa1), "<= 3x", lambda m: m <= 3, "x")
+    both32, both1 = get(rounds, "both", f"c{CONC}", "per_s"), get(rounds, "both", "c1", "p50_ms")
+    check(f"c{CONC}: scaled out / LangGraph runs/s", ratio(both32, lg32), ">= 2x LangGraph (aim)",
+          lambda m: m >= 2.0, "x")  # fmt: skip
+    show("c1 p50: LangGraph / scaled out", ratio(both1, lg1, invert=True), "x")
+    show(f"c{CONC}: scaled out / embedded default runs/s", ratio(both32, ours32), "x")
     ours_c, pa_c = (
         get(rounds, "chunk", "ours", "cpu_ms_per_chunk"),
         get(rounds, "chunk", "pydantic", "cpu_ms_per_chunk"),
@@ -570,7 +710,7 @@ def failures(res: dict[str, Any]) -> list[str]:
     """Failed runs anywhere: wrong answers, lost or repeated events, tasks not completed."""
     out = []
     for i, r in enumerate(res["rounds"]):
-        for name in ("langgraph", "langchain", "pydantic", "ours"):
+        for name in ("langgraph", "langchain", "pydantic", "ours", "both"):
             blocks = r.get(name) or {}
             if blocks.get("errors"):
                 out.append(
@@ -618,6 +758,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     only = set(args.only.split(",")) if args.only else set(PHASES)
     if unknown := only - set(PHASES):
         raise SystemExit(f"unknown phases {sorted(unknown)}; known: {','.join(PHASES)}")
+    if "both" in only:
+        cfg["both_workers"], cfg["both_worker_concurrency"] = args.both_workers, BOTH_WORKER_CONCURRENCY
     # every server started below inherits it: c32 followers and 2,000 capacity followers on one key
     os.environ["SSE_MAX_STREAMS_PER_KEY"] = str(max(256, cfg["capacity_tasks"] * 2))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -647,6 +789,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     lg: LangGraphServer | None = None
     srv: Server | None = None
     base: Server | None = None
+    both: ClusterServer | None = None
     t_all = time.perf_counter()
     path = RESULTS / f"compare{'-quick' if args.quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json"
 
@@ -667,7 +810,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             (workdir / "base").mkdir()
             base = Server(workdir / "base", services, root=await asyncio.to_thread(base_tree))
             await base.start()
+        if "both" in only:
+            print(f"-- starting the scaled-out deployment (1 web + {args.both_workers} worker processes) ...",
+                  flush=True)  # fmt: skip
+            (workdir / "both").mkdir()
+            both = ClusterServer(workdir / "both", services, workers=args.both_workers)
+            await both.start()
+            res["both_started_in_s"] = both.started_in_s
+            print(f"   started in {both.started_in_s} s", flush=True)
         agent_mcp = (await srv.builtin_agent("Compare", graph=mcp_graph(srv)))["id"] if srv else ""
+        agent_both = (await both.builtin_agent("Compare", graph=mcp_graph(both)))["id"] if both else ""
         agent_plain = (await srv.builtin_agent("Compare long"))["id"] if srv else ""
         for i in range(args.runs):
             rnd: dict[str, Any] = {}
@@ -690,6 +842,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await step("pydantic", lambda: phase_pydantic(services.model_url, cfg))
             if "ours" in only:
                 await step("ours", lambda: phase_ours(srv, agent_mcp, cfg))
+            if both is not None:
+                await step("both", lambda: phase_both(both, agent_both, cfg))
             if "chunk" in only:
 
                 async def chunk() -> dict[str, Any]:
@@ -719,7 +873,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:  # recorded and failed, so the other phases' figures survive
                 res["stop"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             save()
-        for server in (lg, base, srv):  # capacity gets the machine (and a fresh process) to itself
+        for server in (lg, base, srv, both):  # capacity gets the machine (and a fresh process) to itself
             if server is not None:
                 await (server.stop() if isinstance(server, Server) else asyncio.to_thread(server.stop))
         if "capacity" in only:
@@ -745,11 +899,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print(srv.live.log_text()[-3000:], file=sys.stderr)
         if lg is not None:
             print(lg.log_tail(), file=sys.stderr)
+        if both is not None:
+            print(both.log_text()[-3000:], file=sys.stderr)
         raise
     finally:
         if lg is not None:
             await asyncio.to_thread(lg.stop)
-        for server in (srv, base):
+        for server in (srv, base, both):
             if server is not None:
                 with contextlib.suppress(Exception):
                     await server.stop()
@@ -760,6 +916,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for s, name in logs
             if s is not None
         }
+        if both is not None:
+            lines = both.log_text().splitlines()
+            res["server_log_errors"]["both"] = [
+                line for line in lines if " ERROR " in line or "ERROR/" in line
+            ][:10]
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     res["total_s"] = round(time.perf_counter() - t_all, 1)
@@ -788,6 +949,9 @@ def main() -> None:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--runs", type=int, default=1, help="rounds of the compared phases (median, range)")
     parser.add_argument("--capacity-tasks", type=int, default=2000)
+    parser.add_argument(
+        "--both-workers", type=int, default=1, help="worker processes of the scaled-out phase"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, logs)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed, too")
     parser.add_argument("--table", metavar="JSON", help="print the table of a saved results file and exit")

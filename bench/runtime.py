@@ -786,16 +786,21 @@ async def bench_stop(srv: Server, cfg: dict[str, Any]) -> dict[str, Any]:
 # The server under test
 
 
+# The server's settings for every benchmark (bench/compare.py's scaled-out deployment takes the same,
+# so that it differs from the embedded default in its deployment only)
+SERVER_ENV = {
+    "SSE_KEEPALIVE_SECONDS": "15",  # production defaults, not the tests' short ones
+    "STOP_WAIT_SECONDS": "5",
+    "MODEL_TIMEOUT_SECONDS": "600",  # capacity holds model calls for as long as the ramp takes
+    "SSE_MAX_STREAMS_PER_KEY": "4096",  # one key follows every task (capacity: 2,000 streams)
+    "OUTBOUND_ALLOWLIST": "127.0.0.1",  # the scripted model and the MCP server (as tests/live.py)
+}
+
+
 class Server:
     def __init__(self, workdir: Path, services: Services, root: Path = ROOT) -> None:
         self.services = services
-        env = server_env(
-            workdir,
-            SSE_KEEPALIVE_SECONDS="15",  # production defaults, not the tests' short ones
-            STOP_WAIT_SECONDS="5",
-            MODEL_TIMEOUT_SECONDS="600",  # capacity holds model calls for as long as the ramp takes
-            SSE_MAX_STREAMS_PER_KEY="4096",  # one key follows every task (capacity: 2,000 streams)
-        )
+        env = server_env(workdir, **SERVER_ENV)
         self.live = LiveServer(workdir, env, root=root)
         self.account = None
         self.api: httpx.AsyncClient
