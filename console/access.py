@@ -181,12 +181,19 @@ def actor_for_membership(member: Membership) -> Actor:
 
 def key_is_valid(api_key_id: int) -> bool:
     """Whether a key that authenticated earlier may still be used: long streams re-check it."""
-    return ApiKey.objects.filter(
-        pk=api_key_id,
-        revoked_at__isnull=True,
-        membership__user__is_active=True,
-        membership__deactivated_at__isnull=True,
-    ).exists()
+    return api_key_id in valid_keys([api_key_id])
+
+
+def valid_keys(api_key_ids: list[int]) -> set[int]:
+    """Which of these keys may still be used (one query for the keys of many streams)."""
+    return set(
+        ApiKey.objects.filter(
+            pk__in=[i for i in api_key_ids if i is not None],
+            revoked_at__isnull=True,
+            membership__user__is_active=True,
+            membership__deactivated_at__isnull=True,
+        ).values_list("pk", flat=True)
+    )
 
 
 def actor_for_request(request: HttpRequest, *, cached: bool = True) -> Actor:

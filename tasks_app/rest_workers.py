@@ -32,7 +32,7 @@ from tasks_app import openapi as doc
 from tasks_app.actions import Actor
 from tasks_app.actions import workers as actions_workers
 from tasks_app.rest import parse
-from tasks_app.sse import akey_is_valid, holding_slot
+from tasks_app.sse import KEYS, holding_slot
 from tasks_app.worker_hub import Connection, hub, sse_frame
 from tasks_app.worker_models import Worker
 
@@ -140,7 +140,7 @@ async def _stream(conn: Connection, asset: dict[str, Any], key_id: int | None) -
             try:
                 first = await asyncio.wait_for(conn.frames.get(), timeout=settings.SSE_KEEPALIVE_SECONDS)
             except TimeoutError:
-                if key_id is not None and not await akey_is_valid(key_id):
+                if key_id is not None and not await KEYS.get(key_id):
                     yield sse_frame(CONFLICT, {"error": "The API key was revoked or its member deactivated"})
                     return
                 yield ": keep-alive\n\n"

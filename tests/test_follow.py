@@ -204,3 +204,72 @@ def test_a_re_read_with_nothing_new_costs_one_query(alice, running, django_asser
     with django_assert_num_queries(2):
         got, status = events._read(running.id, 0)
     assert [e["seq"] for e in got] == list(range(1, running.last_seq + 1)) and status == "executing"
+
+
+# Quiet followers share their beats: one read answers every follower that beats at that instant.
+
+
+def test_beats_fall_on_one_grid_whatever_the_start():
+    beat = 15.0
+    assert events.next_beat_of(100.0, beat) == events.next_beat_of(104.9, beat) == 105.0
+    assert events.next_beat_of(105.0, beat) == 120.0  # always after now
+    assert events.next_beat_of(7.0, 0) == 7.0  # no beat: as before, at once
+
+
+async def test_a_batch_answers_every_caller_of_one_turn_with_one_fetch():
+    calls: list[list[str]] = []
+
+    def fetch(keys: list[str]) -> dict[str, int]:
+        calls.append(sorted(keys))
+        return {k: len(k) for k in keys if k != "gone"}
+
+    batched = events.Batched(fetch, -1)
+    got = await asyncio.gather(*(batched.get(k) for k in ["a", "bb", "a", "gone"]))
+    assert got == [1, 2, 1, -1]
+    assert calls == [["a", "bb", "gone"]]  # one read, each key once
+    assert await batched.get("ccc") == 3 and len(calls) == 2  # a later turn: its own read
+
+
+async def test_a_batch_reads_a_page_of_keys_at_a_time_and_fails_only_the_failed_page(monkeypatch):
+    monkeypatch.setattr(events, "PAGE", 2)
+
+    def fetch(keys: list[str]) -> dict[str, str]:
+        if "bad" in keys:
+            raise RuntimeError("the database went away")
+        return {k: k.upper() for k in keys}
+
+    batched = events.Batched(fetch, "")
+    got = await asyncio.gather(*(batched.get(k) for k in ["a", "b", "bad", "c"]), return_exceptions=True)
+    assert got[:2] == ["A", "B"]
+    assert all(isinstance(g, RuntimeError) for g in got[2:])
+
+
+async def test_quiet_followers_of_different_tasks_check_their_keys_in_one_read(alice, running):
+    other = await sync_to_async(make)(alice, running.agent, "second", status="executing")
+    asked: list[list[int]] = []
+
+    def fetch(ids: list[int]) -> dict[int, bool]:
+        asked.append(sorted(ids))
+        return dict.fromkeys(ids, True)
+
+    keys = events.Batched(fetch, False)
+    first = follow(running.id, 0, keepalive=0.4, still_allowed=lambda: keys.get(1))
+    await nxt(first)
+    await asyncio.sleep(0.1)  # the second follower starts later, its beat falls on the same instant
+    second = follow(other.id, 0, keepalive=0.4, still_allowed=lambda: keys.get(2))
+    await nxt(second)
+    assert await asyncio.gather(nxt(first), nxt(second)) == [KEEPALIVE, KEEPALIVE]  # each stream has its task
+    assert asked == [[1, 2]]
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_a_quiet_beat_that_finds_a_final_status_reads_the_log_and_ends(alice, running, small_channels):
+    items = follow(running.id, 0, keepalive=0.3)
+    await nxt(items)
+    await push(alice, running, "3", "4", "5")  # message 5 dropped
+    await update(alice, running, status="completed")  # and its messages too: the channel is full
+    batches = [item for item in await rest(items) if item is not KEEPALIVE]
+    got = [e for batch in batches for e in batch]
+    assert [e["seq"] for e in got] == list(range(3, got[-1]["seq"] + 1))
+    assert got[-1]["type"] == "task_finished"
