@@ -10,6 +10,7 @@ Only successful lookups are cached: a revoked or unknown key is read again on ev
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest
 from django.utils import timezone
@@ -26,6 +27,8 @@ from django.utils import timezone
 from console import vault
 from console.errors import NotFound, Unauthorized
 from console.models import ROLE_RANK, ApiKey, Membership, Role, hash_api_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,13 @@ def _actor_from_row(key_hash: str) -> Actor:
         raise Unauthorized("The member this API key belongs to is deactivated")
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        # Bookkeeping: a write transaction, so it queues for the write lock like every other
+        # (console/sqlite), and a database too busy for it does not fail the request it serves.
+        try:
+            with transaction.atomic():
+                ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        except OperationalError as exc:
+            log.warning("could not record that API key %s was used: %s", key.pk, type(exc).__name__)
     member = key.membership
     return Actor(
         organization_id=member.organization_id,

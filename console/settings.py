@@ -114,7 +114,7 @@ def _database_from_url(url: str) -> dict:
 def _sqlite(path: Path) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     return {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "console.sqlite",  # Django's, its writers admitted in turn (console/sqlite/base.py)
         "NAME": str(path),
         # One writer at a time: IMMEDIATE makes writers wait for the lock instead of failing.
         "OPTIONS": {

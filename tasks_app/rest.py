@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI, Router
@@ -106,6 +107,15 @@ def install_error_handlers(api: NinjaAPI) -> None:
     @api.exception_handler(MultiPartParserError)
     def _bad_multipart(request: HttpRequest, exc: MultiPartParserError) -> HttpResponse:
         return error_response(400, {"detail": f"Malformed multipart body: {exc}"})
+
+    @api.exception_handler(OperationalError)
+    def _busy(request: HttpRequest, exc: OperationalError) -> HttpResponse:
+        # The database could not be reached or stayed locked past its timeout: nothing was
+        # written (the transaction rolled back), and the same request can be sent again.
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, str(exc)[:200])
+        response = error_response(503, {"detail": "The database is busy or unavailable; retry shortly"})
+        response["Retry-After"] = "1"
+        return response
 
     @api.exception_handler(Exception)
     def _crash(request: HttpRequest, exc: Exception) -> HttpResponse:

@@ -38,7 +38,7 @@ def _ok(tmp_path: Path, **env: str) -> dict:
 
 def test_it_keeps_the_embedded_defaults_when_nothing_is_set(tmp_path):
     got = _ok(tmp_path, CONSOLE_PAGE_SIZE="")
-    assert got["db"]["ENGINE"] == "django.db.backends.sqlite3"
+    assert got["db"]["ENGINE"] == "console.sqlite"
     assert got["db"]["NAME"] == str(tmp_path / "db.sqlite3")
     assert got["hosts"] == ["127.0.0.1", "localhost"]
     assert got["exec"] == "inprocess"

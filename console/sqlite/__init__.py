@@ -1,0 +1,1 @@
+"""Django's SQLite backend with writers admitted in turn (see base.py)."""
