@@ -87,3 +87,26 @@ async def test_the_bus_carries_each_event_as_it_was_stored(task_of):
             "data": "REDACTED",
         }
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_run_that_ends_writes_its_last_text_at_once_not_when_the_window_closes(task_of, settings):
+    """Text gathers for CHUNK_COALESCE_SECONDS; a short answer's run must not wait the window out."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from tasks_app.runtime.sink import EventSink
+
+    settings.CHUNK_COALESCE_SECONDS = 60  # far longer than the wait below
+    task = await sync_to_async(task_of)()
+    await sync_to_async(actions.claim_task)(task["id"], "w1", 30)
+    sink = EventSink(task["id"], [], "w1")
+    for part in ("The answer", " is ", "5."):
+        sink.chunk(part)
+        await asyncio.sleep(0)  # the writer starts gathering after the first
+    await asyncio.wait_for(sink.close(), 10)
+    chunks = await sync_to_async(list)(
+        TaskEvent.objects.filter(task_id=task["id"], type="chunk").values_list("data", flat=True)
+    )
+    assert chunks == ["The answer is 5."]  # still gathered into one event

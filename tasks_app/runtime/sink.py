@@ -1,12 +1,15 @@
 """Buffering a run's output into the task's logs: text deltas coalesced, writes batched.
 
 Nothing is written per token: chunks gather for CHUNK_COALESCE_SECONDS, and every other event
-first flushes the text before it, so the log keeps the order the model produced.
+first flushes the text before it, so the log keeps the order the model produced. A run that ends
+cuts the gathering short: its last text is written at once, not when the window would have closed
+(a short answer used to wait out the whole window before its task could finish).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -25,6 +28,7 @@ class EventSink:
         self.worker_id = worker_id
         self._batch = Batch()
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()  # set by close(): no more gathering, write what is buffered
         self._closed = False
         self._writer = asyncio.create_task(self._run())
 
@@ -51,8 +55,9 @@ class EventSink:
     async def _run(self) -> None:
         while not self._closed:
             await self._wake.wait()
-            if self._batch.only_text:
-                await asyncio.sleep(settings.CHUNK_COALESCE_SECONDS)
+            if self._batch.only_text and not self._closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), settings.CHUNK_COALESCE_SECONDS)
             self._wake.clear()
             await self._write()
 
@@ -67,6 +72,7 @@ class EventSink:
     async def close(self) -> None:
         """Write everything still buffered; safe to call from a cancelled run's cleanup."""
         self._closed = True
+        self._closing.set()
         self._wake.set()
         try:
             await asyncio.shield(self._writer)
