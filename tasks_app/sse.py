@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from console.access import actor_for_request, valid_keys
+from console.access import Actor, actor_for_request, valid_keys
 from console.errors import BadRequest, TaskApiError
 from tasks_app import actions, events, stream_slots, wire
 
@@ -48,18 +48,28 @@ def parse_resume_point(request: HttpRequest) -> int:
 KEYS: events.Batched[int, bool] = events.Batched(lambda ids: dict.fromkeys(valid_keys(ids), True), False)
 
 
+def _caller_and_task(request: HttpRequest, task_id: str) -> tuple[Actor, str, str]:
+    """Who asks, and the task's (id, organization) if they may see it: one trip to a database thread.
+
+    A stream lasts: its key is read now, not taken from the few-second cache of API callers.
+    """
+    actor = actor_for_request(request, cached=False)
+    return (actor, *actions.task_scope(actor, task_id))
+
+
+_acaller_and_task = sync_to_async(_caller_and_task)
+
+
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
     try:
-        # A stream lasts: its key is read now, not taken from the few-second cache of API callers.
-        actor = await sync_to_async(actor_for_request)(request, cached=False)
-        task = await sync_to_async(actions.get_task)(actor, task_id)
         after = parse_resume_point(request)
+        actor, task_id, organization_id = await _acaller_and_task(request, task_id)
         release = stream_slots.slots.acquire(actor.api_key_id, settings.SSE_MAX_STREAMS_PER_KEY)
     except TaskApiError as exc:
         return JsonResponse(exc.to_json(), status=exc.status_code)
     key_id = actor.api_key_id
     stream = holding_slot(
-        release, frames(task.id, task.organization_id, after, still_allowed=lambda: KEYS.get(key_id))
+        release, frames(task_id, organization_id, after, still_allowed=lambda: KEYS.get(key_id))
     )
     weakref.finalize(stream, release)  # a response dropped (client gone) before its first read
     response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")

@@ -32,6 +32,7 @@ from tasks_app.actions.reads import (
     get_agent,
     get_task,
     list_tasks,
+    task_scope,
 )
 from tasks_app.actions.reports import (
     PUSHABLE_EVENTS,
@@ -99,6 +100,7 @@ __all__ = [
     "report_external_task",
     "requeue_expired",
     "stop_task",
+    "task_scope",
     "task_user_tokens",
     "update_task",
 ]

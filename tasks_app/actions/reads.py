@@ -27,6 +27,18 @@ def get_task(actor: Actor, task_id: str) -> Task:
         raise NotFound(f"Task {task_id} not found") from None
 
 
+def task_scope(actor: Actor, task_id: str) -> tuple[str, str]:
+    """(id, organization id) of a task the actor may see; what a stream needs, without the row."""
+    found = (
+        Task.objects.filter(pk=task_id, organization_id=actor.organization_id)
+        .values_list("id", "organization_id")
+        .first()
+    )
+    if found is None:
+        raise NotFound(f"Task {task_id} not found")
+    return found
+
+
 LIST_FILTERS = {"user_id", "parent_task_id", "triggering_agent_id", "status", "internal_status"}
 # What a TasksListItem shows (wire.task_list_item_json): a listing never loads prompts, logs or metrics.
 LIST_COLUMNS = (
