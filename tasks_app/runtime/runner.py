@@ -51,10 +51,14 @@ def _load(
     tokens = actions.task_user_tokens(task)
     mcp_keys = [i.key for i in items if i.type == "mcp"]
     stored = vault.tokens_for(task.organization_id, vault.owner_of(task), mcp_keys)
-    history = [
-        {"kind": e.kind, "turn": e.turn, "data": e.data}
-        for e in task.activity.filter(turn__lt=task.turns).order_by("position")
-    ]
+    history = (  # a first turn has none: no query
+        [
+            {"kind": e.kind, "turn": e.turn, "data": e.data}
+            for e in task.activity.filter(turn__lt=task.turns).order_by("position")
+        ]
+        if task.turns > 1
+        else []
+    )
     return task, agent, items, tokens, stored, history
 
 
