@@ -7,7 +7,9 @@ over 2,000 channels and 2,000 groups: quadratic in the open streams, and most of
 while 2,000 tasks only wait (measured in docs/benchmarks.md, "Against LangGraph's server").
 
 Here the full sweep runs at most once every `sweep_seconds`; a receive still drops the expired
-messages of its own channel first, so no expired message is ever delivered. Expiry stays what the
+messages of its own channel first, so no expired message is ever delivered. A group send puts the
+message on each member's queue in turn instead of starting a task per member (a send never waits:
+a full queue raises at once), which every committed write paid for. Expiry stays what the
 stock layer promises: a message lives `expiry` seconds (60), a membership `group_expiry` (a day);
 only their removal from memory can come up to `sweep_seconds` later. Everything else (queues,
 capacity, groups, the deep copy per receiver) is the stock layer's.
@@ -15,9 +17,11 @@ capacity, groups, the deep copy per receiver) is the stock layer's.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
+from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
 
@@ -37,6 +41,14 @@ class SweepingInMemoryChannelLayer(InMemoryChannelLayer):
             return
         self._next_sweep = now + self.sweep_seconds
         super()._clean_expired()
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "Message is not a dict"
+        self.require_valid_group_name(group)
+        self._clean_expired()
+        for channel in list(self.groups.get(group, ())):
+            with contextlib.suppress(ChannelFull):  # as the stock layer: a full member misses this one
+                await self.send(channel, message)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         self._drop_expired(channel)

@@ -115,3 +115,14 @@ async def test_with_no_interval_it_sweeps_like_the_stock_layer():
     await expire(layer)
     await layer.group_send("task-2", {"type": "x"})
     assert idle not in layer.channels and idle not in layer.groups.get("task-1", {})
+
+
+async def test_a_full_member_misses_a_group_message_and_the_others_still_get_it():
+    layer = SweepingInMemoryChannelLayer(capacity=1)
+    full, free = await layer.new_channel(), await layer.new_channel()
+    for channel in (full, free):
+        await layer.group_add("task-1", channel)
+    await layer.send(full, {"type": "waiting"})
+    await layer.group_send("task-1", {"type": "news"})
+    assert await received(layer, full) == {"type": "waiting"}
+    assert await received(layer, free) == {"type": "news"}
