@@ -102,16 +102,22 @@ class Batched(Generic[K, V]):
         self._missing = missing
         self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[K, list[asyncio.Future[V]]]]
         self._pending = weakref.WeakKeyDictionary()
+        self._flushing: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
     async def get(self, key: K) -> V:
         loop = asyncio.get_running_loop()
         pending = self._pending.get(loop)
         if pending is None:
             pending = self._pending[loop] = {}
-            loop.call_soon(lambda: loop.create_task(self._flush(loop)))
+            loop.call_soon(self._start_flush, loop)
         future: asyncio.Future[V] = loop.create_future()
         pending.setdefault(key, []).append(future)
         return await future
+
+    def _start_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._flush(loop))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
 
     async def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         pending = self._pending.pop(loop, {})
