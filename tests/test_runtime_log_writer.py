@@ -110,3 +110,45 @@ async def test_a_run_that_ends_writes_its_last_text_at_once_not_when_the_window_
         TaskEvent.objects.filter(task_id=task["id"], type="chunk").values_list("data", flat=True)
     )
     assert chunks == ["The answer is 5."]  # still gathered into one event
+
+
+def test_a_finish_stores_the_runs_last_progress_before_its_final_events(task_of):
+    task = task_of(user_tokens={"gi-github": TOKEN})
+    actions.claim_task(task["id"], "w1", 30)
+    done = actions.finish_task(
+        task["id"],
+        "completed",
+        "The answer.",
+        worker_id="w1",
+        final_message="The answer.",
+        events=[("chunk", f"The {TOKEN} answer.")],
+        activity=[said("thinking it over")],
+        secrets=[TOKEN],
+    )
+    assert done is not None
+    rows = list(
+        TaskEvent.objects.filter(task_id=task["id"]).order_by("seq").values_list("seq", "type", "data")
+    )
+    assert [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1))
+    assert [t for _, t, _ in rows][-3:] == ["chunk", "task_updated", "task_finished"]
+    assert rows[-3][2] == "The REDACTED answer."
+    texts = [
+        e.data["content"]["text"]
+        for e in ActivityEntry.objects.filter(task_id=task["id"]).order_by("position")
+        if e.data.get("role") == "agent"
+    ]
+    assert texts == ["thinking it over", "The answer."]
+    assert TOKEN not in everything_stored(task["id"])
+    done.refresh_from_db()
+    assert done.last_seq == rows[-1][0]
+    assert done.last_activity == ActivityEntry.objects.filter(task_id=task["id"]).count()
+
+
+def test_a_run_that_lost_its_task_finishes_nothing_and_writes_none_of_its_progress(task_of):
+    task = task_of()
+    actions.claim_task(task["id"], "w1", 30)
+    assert (
+        actions.finish_task(task["id"], "completed", "late", worker_id="w2", events=[("chunk", "late")])
+        is None
+    )
+    assert not TaskEvent.objects.filter(task_id=task["id"], type="chunk").exists()

@@ -150,8 +150,16 @@ def finish_task(
     tokens: dict[str, int] | None = None,
     used_tools: list[str] | None = None,
     final_message: str | None = None,
+    events: Iterable[tuple[str, Any]] = (),
+    activity: Iterable[tuple[str, dict[str, Any]]] = (),
+    secrets: Iterable[str] | None = None,
 ) -> Task | None:
-    """Finish a running task unless it already finished (a stop may have won the race)."""
+    """Finish a running task unless it already finished (a stop may have won the race).
+
+    `events` and `activity`: the run's last progress (as record_progress takes it, masked with
+    `secrets`), stored before the final events in the same transaction; dropped with the rest when
+    the run no longer holds the task.
+    """
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status} is not a final status")
     with transaction.atomic():
@@ -159,6 +167,12 @@ def finish_task(
         if task.is_finished or (worker_id is not None and task.lease_owner != worker_id):
             return None
         also: list[str] = []  # saved in _finish's one UPDATE
+        events, activity = list(events), list(activity)
+        if events or activity:
+            secrets = _task_secrets(task) if secrets is None else list(secrets)
+            if _store_activity(task, activity, secrets):
+                also.append("last_activity")
+            _store_events(task, events, secrets)  # last_seq is saved by _finish
         if tokens:
             task.tokens = _add_tokens(task.tokens, tokens)
             also.append("tokens")
@@ -170,7 +184,7 @@ def finish_task(
                 task, [(ActivityKind.MESSAGE, {"role": "agent", "content": {"text": final_message}})]
             )
             also.append("last_activity")
-        _finish(task, status, result, also=tuple(also))
+        _finish(task, status, result, also=tuple(dict.fromkeys(also)))
     return task
 
 

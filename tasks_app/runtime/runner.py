@@ -135,7 +135,7 @@ async def run_turn(task_id: str, worker_id: str) -> None:
             log.exception("task %s crashed", task_id)
     if status != Status.COMPLETED:
         sink.activity(*mapping.error_message(result))
-    await sink.close()
+    events, activity = await sink.drain()  # written with the finish: one write at the end, not two
     result = mask(result, state.secrets)
     await actions.afinish_task(
         task_id,
@@ -145,6 +145,9 @@ async def run_turn(task_id: str, worker_id: str) -> None:
         tokens=usage,
         used_tools=state.calls.used,
         final_message=result if status == Status.COMPLETED else None,
+        events=events,
+        activity=activity,
+        secrets=state.secrets,
     )
 
 

@@ -29,7 +29,6 @@ class EventSink:
         self._batch = Batch()
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()  # set by close(): no more gathering, write what is buffered
-        self._closed = False
         self._writer = asyncio.create_task(self._run())
 
     def write(self, outputs: list[Output]) -> None:
@@ -53,11 +52,15 @@ class EventSink:
         self._wake.set()
 
     async def _run(self) -> None:
-        while not self._closed:
+        while True:
             await self._wake.wait()
-            if self._batch.only_text and not self._closing.is_set():
+            if self._closing.is_set():
+                return  # what is left goes with close() or drain()
+            if self._batch.only_text:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), settings.CHUNK_COALESCE_SECONDS)
+                if self._closing.is_set():
+                    return
             self._wake.clear()
             await self._write()
 
@@ -71,11 +74,22 @@ class EventSink:
 
     async def close(self) -> None:
         """Write everything still buffered; safe to call from a cancelled run's cleanup."""
-        self._closed = True
+        await self._stop()
+        await asyncio.shield(self._write())
+
+    async def drain(self) -> tuple[list[tuple[str, Any]], list[tuple[str, dict[str, Any]]]]:
+        """Stop, and hand over what is still buffered (events, activity) instead of writing it.
+
+        The run's finish stores them in its own transaction: one write at the end of a run, not two.
+        Whatever the writer had already started is committed first, so the order stays the model's.
+        """
+        await self._stop()
+        return self._batch.take()
+
+    async def _stop(self) -> None:
         self._closing.set()
         self._wake.set()
         try:
             await asyncio.shield(self._writer)
         except Exception:
             log.exception("event writer for task %s failed", self.task_id)
-        await asyncio.shield(self._write())

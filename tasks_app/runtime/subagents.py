@@ -60,6 +60,8 @@ async def tools(
     task: Task, items: list[GraphItem], tokens: dict[str, Any], sink: Any, calls: ToolCalls
 ) -> list[Any]:
     """One tool per agent of the graph (agents of the task's organization only)."""
+    if not any(i.type == "agent" for i in items):
+        return []  # no sub-agents: no trip to the database
     sub_agents = {
         a.id: a
         for a in await sync_to_async(list)(
