@@ -15,7 +15,7 @@ from console.sqlite.base import WRITE_GATE, FairGate
 from tasks_app.models import Task
 from tests.conftest import create_body
 
-pytestmark = pytest.mark.skipif(connection.vendor != "sqlite", reason="the embedded default's backend")
+sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="the embedded default's backend")
 
 
 def wait_for(predicate, what: str, timeout: float = 5.0) -> None:
@@ -59,6 +59,7 @@ def test_a_turn_that_does_not_come_in_time_is_given_up_and_leaves_the_queue():
     gate.release()
 
 
+@sqlite_only
 @pytest.mark.django_db(transaction=True)
 def test_a_writer_is_not_starved_by_another_that_writes_without_pause(alice):
     """The runtime's group writer commits and begins again at once; a request's write still gets in."""
@@ -91,6 +92,7 @@ def test_a_writer_is_not_starved_by_another_that_writes_without_pause(alice):
     assert not WRITE_GATE._held and not WRITE_GATE._waiters
 
 
+@sqlite_only
 @pytest.mark.django_db(transaction=True)
 def test_a_write_the_database_cannot_take_is_a_503_and_writes_nothing(alice, external_agent, settings):
     """Another process holds SQLite's write lock past the busy timeout: retry later, nothing half-written."""
