@@ -60,8 +60,10 @@ class SweepingInMemoryChannelLayer(InMemoryChannelLayer):
         if queue is None:
             return
         now = time.time()  # the stock layer stamps messages with time.time() + expiry
+        dropped = False
         while not queue.empty() and queue._queue[0][0] < now:  # type: ignore[attr-defined]
             queue.get_nowait()
             self._remove_from_groups(channel)
-        if queue.empty():
+            dropped = True
+        if dropped and queue.empty():
             self.channels.pop(channel, None)

@@ -52,3 +52,20 @@ class Invalid(TaskApiError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", field=field)
+
+
+TRANSIENT_DATABASE_ERRORS = (
+    "locked",
+    "timeout",
+    "timed out",
+    "could not connect",
+    "connection",
+    "server closed",
+)
+
+
+def transient_database_error(exc: BaseException) -> bool:
+    """A database error a retry can get past (a lock held too long, a lost connection), not a broken
+    schema or disk: the first is a 503 to retry, the second a 500 for the operator."""
+    text = str(exc).lower()
+    return any(marker in text for marker in TRANSIENT_DATABASE_ERRORS)

@@ -122,20 +122,26 @@ class Batched(Generic[K, V]):
     async def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         pending = self._pending.pop(loop, {})
         keys = list(pending)
-        for start in range(0, len(keys), PAGE):
-            page = keys[start : start + PAGE]
-            try:
-                found = await self._fetch(page)
-            except Exception as exc:
+        try:
+            for start in range(0, len(keys), PAGE):
+                page = keys[start : start + PAGE]
+                try:
+                    found = await self._fetch(page)
+                except Exception as exc:
+                    for key in page:
+                        for future in pending[key]:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
                 for key in page:
                     for future in pending[key]:
-                        if not future.done():
-                            future.set_exception(exc)
-                continue
-            for key in page:
-                for future in pending[key]:
-                    if not future.done():  # its follower may have gone meanwhile
-                        future.set_result(found.get(key, self._missing))
+                        if not future.done():  # its follower may have gone meanwhile
+                            future.set_result(found.get(key, self._missing))
+        finally:  # cancelled (the loop shutting down): no caller is left waiting
+            for futures in pending.values():
+                for future in futures:
+                    if not future.done():
+                        future.cancel()
 
 
 def _rows(task_ids: list[str]) -> dict[str, tuple[str, int]]:

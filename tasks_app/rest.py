@@ -23,7 +23,7 @@ from ninja.security import APIKeyHeader
 from pydantic import BaseModel, ValidationError
 
 from console.access import actor_for_request
-from console.errors import Invalid, NotFound, TaskApiError
+from console.errors import Invalid, NotFound, TaskApiError, transient_database_error
 from tasks_app import actions, events, jsonbody, uploads, wire
 from tasks_app import openapi as doc
 from tasks_app.actions import Actor
@@ -76,6 +76,13 @@ def error_response(status: int, payload: dict[str, Any]) -> JsonResponse:
     return JsonResponse(payload, status=status)
 
 
+def busy_response() -> JsonResponse:
+    """503: the database is busy or unreachable for now; the request may be sent again."""
+    response = error_response(503, {"detail": "The database is busy or unavailable; retry shortly"})
+    response["Retry-After"] = "1"
+    return response
+
+
 def install_error_handlers(api: NinjaAPI) -> None:
     @api.exception_handler(TaskApiError)
     def _task_error(request: HttpRequest, exc: TaskApiError) -> HttpResponse:
@@ -110,12 +117,12 @@ def install_error_handlers(api: NinjaAPI) -> None:
 
     @api.exception_handler(OperationalError)
     def _busy(request: HttpRequest, exc: OperationalError) -> HttpResponse:
-        # The database could not be reached or stayed locked past its timeout: nothing was
-        # written (the transaction rolled back), and the same request can be sent again.
+        if not transient_database_error(exc):  # a broken schema or disk: the operator's, a 500
+            return _crash(request, exc)
+        # The database stayed locked past its timeout or could not be reached: the failed
+        # transaction rolled back, and the same request can be sent again.
         log.warning("database unavailable on %s %s: %s", request.method, request.path, str(exc)[:200])
-        response = error_response(503, {"detail": "The database is busy or unavailable; retry shortly"})
-        response["Retry-After"] = "1"
-        return response
+        return busy_response()
 
     @api.exception_handler(Exception)
     def _crash(request: HttpRequest, exc: Exception) -> HttpResponse:

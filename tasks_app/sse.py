@@ -15,11 +15,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from console.access import Actor, actor_for_request, valid_keys
-from console.errors import BadRequest, TaskApiError
+from console.errors import BadRequest, TaskApiError, transient_database_error
 from tasks_app import actions, events, stream_slots, wire
+from tasks_app.rest import busy_response
 
 ACCESS_ENDED = ": access ended: the API key was revoked or its member deactivated\n\n"
 
@@ -62,11 +64,15 @@ _acaller_and_task = sync_to_async(_caller_and_task)
 
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
     try:
-        after = parse_resume_point(request)
         actor, task_id, organization_id = await _acaller_and_task(request, task_id)
+        after = parse_resume_point(request)
         release = stream_slots.slots.acquire(actor.api_key_id, settings.SSE_MAX_STREAMS_PER_KEY)
     except TaskApiError as exc:
         return JsonResponse(exc.to_json(), status=exc.status_code)
+    except OperationalError as exc:
+        if not transient_database_error(exc):
+            raise
+        return busy_response()
     key_id = actor.api_key_id
     stream = holding_slot(
         release, frames(task_id, organization_id, after, still_allowed=lambda: KEYS.get(key_id))

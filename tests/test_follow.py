@@ -244,6 +244,28 @@ async def test_a_batch_reads_a_page_of_keys_at_a_time_and_fails_only_the_failed_
     assert all(isinstance(g, RuntimeError) for g in got[2:])
 
 
+async def test_a_batch_cancelled_midway_leaves_no_caller_waiting():
+    import threading
+
+    release = threading.Event()
+
+    def fetch(keys: list[str]) -> dict[str, int]:
+        release.wait(5)
+        return {}
+
+    batched = events.Batched(fetch, 0)
+    caller = asyncio.create_task(batched.get("a"))
+    try:
+        while not batched._flushing:
+            await asyncio.sleep(0.005)
+        for flush in list(batched._flushing):  # the loop shutting down cancels it
+            flush.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, 2)
+    finally:
+        release.set()
+
+
 async def test_quiet_followers_of_different_tasks_check_their_keys_in_one_read(alice, running):
     other = await sync_to_async(make)(alice, running.agent, "second", status="executing")
     asked: list[list[int]] = []
@@ -252,13 +274,18 @@ async def test_quiet_followers_of_different_tasks_check_their_keys_in_one_read(a
         asked.append(sorted(ids))
         return dict.fromkeys(ids, True)
 
+    beat, loop = 0.5, asyncio.get_running_loop()
     keys = events.Batched(fetch, False)
-    first = follow(running.id, 0, keepalive=0.4, still_allowed=lambda: keys.get(1))
+    first = follow(running.id, 0, keepalive=beat, still_allowed=lambda: keys.get(1))
+    second = follow(other.id, 0, keepalive=beat, still_allowed=lambda: keys.get(2))
     await nxt(first)
-    await asyncio.sleep(0.1)  # the second follower starts later, its beat falls on the same instant
-    second = follow(other.id, 0, keepalive=0.4, still_allowed=lambda: keys.get(2))
     await nxt(second)
-    assert await asyncio.gather(nxt(first), nxt(second)) == [KEEPALIVE, KEEPALIVE]  # each stream has its task
+    while loop.time() % beat > 0.05:  # start just after a grid point: both starts in one period
+        await asyncio.sleep(0.005)
+    waiting_first = asyncio.create_task(nxt(first))  # live now, its beat set
+    await asyncio.sleep(0.15)  # the second goes live later; a beat from its own start would differ
+    waiting_second = asyncio.create_task(nxt(second))
+    assert await asyncio.gather(waiting_first, waiting_second) == [KEEPALIVE, KEEPALIVE]
     assert asked == [[1, 2]]
     await first.aclose()
     await second.aclose()

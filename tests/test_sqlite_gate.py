@@ -116,3 +116,44 @@ def test_a_write_the_database_cannot_take_is_a_503_and_writes_nothing(alice, ext
     assert "busy" in r.json()["detail"]
     assert Task.objects.count() == before
     assert alice.post(f"/api/agent-execution/{external_agent.id}", create_body("now")).status_code == 200
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_turn_that_never_came_gets_no_second_timeout_in_sqlite(alice):
+    """Waited out at the gate: SQLite's answer comes at once, and the connection's timeout is restored."""
+    from django.db import OperationalError
+
+    key = ApiKey.objects.filter(membership=alice.member).first()
+    options = connection.settings_dict["OPTIONS"]
+    old_timeout = options["timeout"]
+    other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        options["timeout"] = 0.2
+        connection.close()
+        connection.ensure_connection()
+        other.execute("BEGIN IMMEDIATE")  # another process holds SQLite's lock
+        assert WRITE_GATE.acquire(1)  # and this process's turn never comes
+        try:
+            with pytest.raises(OperationalError, match="locked"), transaction.atomic():
+                ApiKey.objects.filter(pk=key.pk).update(name="never")
+        finally:
+            WRITE_GATE.release()
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] == 200
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        options["timeout"] = old_timeout
+        connection.close()
+    assert not WRITE_GATE._held and not WRITE_GATE._waiters
+
+
+def test_only_a_lock_or_a_lost_connection_is_worth_a_retry():
+    from console.errors import transient_database_error
+
+    assert transient_database_error(Exception("database is locked"))
+    assert transient_database_error(Exception("connection to server at 127.0.0.1 failed"))
+    assert not transient_database_error(Exception("no such table: tasks_app_task"))
+    assert not transient_database_error(Exception("disk I/O error"))

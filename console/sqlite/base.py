@@ -8,7 +8,8 @@ whole busy timeout and fail with "database is locked" (measured: lease renewals 
 failed that way while 2,000 tasks drained). Here every write transaction of the process
 (`BEGIN IMMEDIATE` .. `COMMIT`/`ROLLBACK`) first takes a turn at a FIFO gate, so each waits for
 the transactions ahead of it only. A turn not granted within the busy timeout is not waited for
-longer: the transaction goes on to SQLite, which decides as before. Other processes on the same
+again: the transaction goes on to SQLite without a second timeout (it starts at once or fails as
+"database is locked"), so no write waits longer than the one timeout, as before. Other processes on the same
 file still meet only SQLite's own lock.
 """
 
@@ -67,10 +68,21 @@ class DatabaseWrapper(base.DatabaseWrapper):
         timeout = float(self.settings_dict.get("OPTIONS", {}).get("timeout", 5))
         self._holds_gate = WRITE_GATE.acquire(timeout)
         try:
-            super()._start_transaction_under_autocommit()
+            if self._holds_gate:
+                super()._start_transaction_under_autocommit()
+            else:
+                self._begin_without_waiting(timeout)
         except BaseException:
             self._leave_gate()
             raise
+
+    def _begin_without_waiting(self, timeout: float) -> None:
+        """The turn did not come within the busy timeout: SQLite gets no second timeout to wait out."""
+        self.connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            super()._start_transaction_under_autocommit()
+        finally:
+            self.connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
 
     def _commit(self) -> None:
         try:

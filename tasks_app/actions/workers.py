@@ -72,10 +72,11 @@ def worker_heartbeat(actor: Actor, worker_id: str, agent_id: str | None = None) 
     """A heartbeat: the worker is alive, so are the leases of the tasks it is running (server clock)."""
     worker = get_worker(actor, worker_id, agent_id)
     now = timezone.now()
-    Worker.objects.filter(pk=worker.id).update(last_heartbeat=now)
-    Task.objects.filter(lease_owner=worker.id, status=Status.EXECUTING, agent_id=worker.agent_id).update(
-        lease_expires_at=now + _lease()
-    )
+    with transaction.atomic():  # a write transaction: it takes its turn at SQLite's write gate
+        Worker.objects.filter(pk=worker.id).update(last_heartbeat=now)
+        Task.objects.filter(lease_owner=worker.id, status=Status.EXECUTING, agent_id=worker.agent_id).update(
+            lease_expires_at=now + _lease()
+        )
     worker.last_heartbeat = now
     return worker
 
@@ -83,14 +84,18 @@ def worker_heartbeat(actor: Actor, worker_id: str, agent_id: str | None = None) 
 def worker_capacity(actor: Actor, worker_id: str, is_busy: bool, agent_id: str | None = None) -> Worker:
     """What the worker says of its slots (informative: deliveries count its tasks in hand)."""
     worker = get_worker(actor, worker_id, agent_id)
-    Worker.objects.filter(pk=worker.id).update(is_busy=is_busy, last_heartbeat=timezone.now())
+    with transaction.atomic():
+        Worker.objects.filter(pk=worker.id).update(is_busy=is_busy, last_heartbeat=timezone.now())
     worker.is_busy = is_busy
     return worker
 
 
 def disconnect_worker(worker_id: str) -> None:
     """Its stream closed: no more deliveries. Its tasks keep their leases until they run out."""
-    Worker.objects.filter(pk=worker_id, disconnected_at__isnull=True).update(disconnected_at=timezone.now())
+    with transaction.atomic():
+        Worker.objects.filter(pk=worker_id, disconnected_at__isnull=True).update(
+            disconnected_at=timezone.now()
+        )
 
 
 def live_workers(actor: Actor, agent_id: str) -> list[tuple[Worker, list[str]]]:
