@@ -147,5 +147,6 @@ def test_an_mcp_url_with_a_key_in_its_query_never_reaches_the_server_log(daphne_
     assert events[-1]["data"]["status"] == "completed", events[-1]["data"]["result"]
     assert any(e["type"] == "tool_call_result" for e in events)
     log = daphne_server.log_text()
+    assert " INFO " in log  # the server logs at INFO: the request lines below would have been kept
     assert model.url.split("//")[1] not in log  # no request line for the model either
     assert secret not in log
