@@ -23,7 +23,7 @@ run: install
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py bootstrap --if-empty --url http://$(HOST):$(PORT)/
 	@echo "Console: http://$(HOST):$(PORT)/"
-	$(PY) -m daphne -b $(HOST) -p $(PORT) console.asgi:application
+	$(PY) -m console.serve -b $(HOST) -p $(PORT) console.asgi:application
 
 # Two web servers and two Celery workers on PostgreSQL, Redis and RabbitMQ (docs/deploy.md).
 run-cluster: install services

@@ -27,7 +27,7 @@ pids=()
 stop() { trap - INT TERM; kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; }
 trap 'stop; exit 0' INT TERM
 for p in "$PORT" "$((PORT + 1))"; do
-  $PY -m daphne -b "$HOST" -p "$p" console.asgi:application & pids+=($!)
+  $PY -m console.serve -b "$HOST" -p "$p" console.asgi:application & pids+=($!)
 done
 for n in 1 2; do
   $PY -m celery -A console worker --pool threads --concurrency "${CELERY_CONCURRENCY:-100}" \

@@ -107,7 +107,7 @@ def start_server(var_dir: Path, **extra: str) -> subprocess.CompletedProcess:
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "console.serve",
                 "-b",
                 "127.0.0.1",
                 "-p",

@@ -1,0 +1,47 @@
+"""`python -m console.serve [daphne's arguments]`: daphne, on uvloop's event loop.
+
+Why: the server is one asyncio loop carrying every request, stream, websocket and agent run, and
+the loop's own machinery (callbacks, socket reads, timers) is a large share of its CPU. uvloop
+runs the same asyncio API in C (libuv): measured with bench/compare.py's `ours` phase, the server
+spends about 10% less CPU per agent run and answers a run at concurrency 1 about 15% sooner
+(docs/benchmarks.md). Nothing else changes: daphne still serves HTTP, SSE and websockets through
+Twisted's asyncio reactor, which here sits on a uvloop loop.
+
+`SERVER_EVENT_LOOP=asyncio` is the way back to the standard library's loop (a platform without
+uvloop, or to rule it out when chasing a bug). The policy must be set before daphne's server
+module is imported: it creates its loop and installs the reactor at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+LOOPS = ("uvloop", "asyncio")
+
+
+def install_loop(choice: str | None = None) -> str:
+    """Make new event loops uvloop's (or leave asyncio's); returns the loop in use."""
+    choice = (choice or os.environ.get("SERVER_EVENT_LOOP") or "uvloop").strip().lower()
+    if choice not in LOOPS:
+        raise SystemExit(f"SERVER_EVENT_LOOP must be one of {', '.join(LOOPS)}, not {choice!r}")
+    if choice == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return choice
+
+
+def main() -> None:
+    """Install the loop, then hand the command line to daphne (same arguments as `python -m daphne`)."""
+    install_loop()
+    if "twisted.internet.reactor" in sys.modules:  # someone installed a reactor on the old loop
+        raise SystemExit("console.serve must run before Twisted's reactor is installed")
+    from daphne.cli import CommandLineInterface
+
+    CommandLineInterface.entrypoint()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""`python -m console.serve`: daphne on uvloop, or on asyncio's loop when SERVER_EVENT_LOOP says so.
+
+Every live-server test (tests/live.py) starts the server through this entry point; these check the
+loop it picks and that a wrong setting stops it with a clear message before anything listens.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = (
+    "import asyncio, console.serve as s; s.install_loop(); "
+    "loop = asyncio.new_event_loop(); print(type(loop).__module__); loop.close()"
+)
+
+
+def run(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "module"), [("", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio.unix_events")]
+)
+def test_the_server_loop_is_uvloop_unless_asyncio_is_asked_for(setting, module):
+    out = run(PROBE, SERVER_EVENT_LOOP=setting)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == module
+
+
+def test_daphne_runs_on_the_loop_installed_before_it():
+    code = (
+        "import console.serve as s; s.install_loop(); import daphne.server, uvloop; "
+        "print(isinstance(daphne.server.twisted_loop, uvloop.Loop))"
+    )
+    out = run(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_an_unknown_loop_stops_the_server_before_it_listens():
+    out = subprocess.run(
+        [sys.executable, "-m", "console.serve", "-b", "127.0.0.1", "-p", "0", "console.asgi:application"],
+        cwd=ROOT,
+        env={**os.environ, "SERVER_EVENT_LOOP": "trio"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "SERVER_EVENT_LOOP must be one of uvloop, asyncio, not 'trio'" in out.stderr
+    assert "Traceback" not in out.stderr
