@@ -39,6 +39,23 @@ def test_a_run_that_lost_its_task_writes_nothing(alice, builtin_agent):
     assert Task.objects.get(pk=task["id"]).status == "stopped"
 
 
+def test_a_claimed_task_is_handed_to_its_run_with_its_agent(alice, builtin_agent, django_assert_num_queries):
+    """The run starts from the claim's read (runner._load): the task and its agent, current as claimed."""
+    from tasks_app.runtime import runner
+
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    claimed = actions.claim_task(task["id"], "w1", 30)
+    with django_assert_num_queries(0):
+        assert (claimed.status, claimed.lease_owner, claimed.agent.name) == ("executing", "w1", "Runner")
+    stored = Task.objects.get(pk=task["id"])
+    assert (claimed.last_seq, claimed.attempts) == (stored.last_seq, stored.attempts) == (2, 1)
+    with django_assert_num_queries(
+        1
+    ):  # its graph items (no MCP server: no vault read), not the task or agent
+        loaded, agent, *_ = runner._load(task["id"], claimed)
+    assert loaded is claimed and agent is claimed.agent
+
+
 def test_another_workers_writes_are_dropped(alice, builtin_agent):
     task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
     actions.claim_task(task["id"], "w1", 30)

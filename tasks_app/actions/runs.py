@@ -32,7 +32,10 @@ from tasks_app.models import (
 
 @_action
 def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | None:
-    """Claim a pending task with a conditional UPDATE; None when someone else got it first."""
+    """Claim a pending task with a conditional UPDATE; None when someone else got it first.
+
+    The claimed task comes back with its agent loaded, as the run needs them (runner.run_turn).
+    """
     now = timezone.now()
     expires = now + timezone.timedelta(seconds=lease_seconds)
     with transaction.atomic():
@@ -49,7 +52,8 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
         )
         if not claimed:
             return None
-        task = _task_row_for_update(task_id)
+        # With its agent: the run starts from this object and reads neither row again.
+        task = Task.objects.select_for_update(of=("self",)).select_related("agent").get(pk=task_id)
         task.last_seq -= 1  # appended as the seq the claim reserved
         _store_events(task, [("task_updated", _snapshot(task))])
     return task

@@ -40,12 +40,15 @@ class RunState:
 
 
 def _load(
-    task_id: str,
+    task_id: str, claimed: Task | None = None
 ) -> tuple[Task, Agent, list[GraphItem], dict[str, Any], dict[str, str], list[dict[str, Any]]]:
-    """Everything a turn reads from the database, read once in a thread (no ORM on the event loop)."""
+    """Everything a turn reads from the database, read once in a thread (no ORM on the event loop).
+
+    `claimed`: the task as the claim just read it, with its agent (not read again).
+    """
     from console import vault
 
-    task = Task.objects.select_related("agent").get(pk=task_id)
+    task = claimed if claimed is not None else Task.objects.select_related("agent").get(pk=task_id)
     agent = task.agent
     items = list(agent.graph_items.all())
     tokens = actions.task_user_tokens(task)
@@ -81,11 +84,14 @@ def _secrets(agent: Agent, tokens: dict[str, Any], items: list[GraphItem]) -> li
     return found
 
 
-async def run_turn(task_id: str, worker_id: str) -> None:
-    """Execute the current turn of a claimed task and finish it (completed, failed, or stopped)."""
+async def run_turn(task_id: str, worker_id: str, claimed: Task | None = None) -> None:
+    """Execute the current turn of a claimed task and finish it (completed, failed, or stopped).
+
+    `claimed`: what actions.claim_task returned (the task and its agent), so they are not read twice.
+    """
     from tasks_app.runtime.sink import EventSink
 
-    task, agent, items, tokens, stored, history = await aload(task_id)
+    task, agent, items, tokens, stored, history = await aload(task_id, claimed)
     state = RunState(
         task,
         agent,

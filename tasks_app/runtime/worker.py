@@ -114,13 +114,13 @@ class WorkerPool:
                     log.exception("claiming task %s failed", task_id)
                     continue
                 if task is not None:
-                    self.running[task_id] = asyncio.create_task(self._execute(task_id))
+                    self.running[task_id] = asyncio.create_task(self._execute(task_id, task))
             if len(self.running) >= self.concurrency:
                 await asyncio.sleep(0.05)  # full: let runs finish before looking again
 
-    async def _execute(self, task_id: str) -> None:
+    async def _execute(self, task_id: str, claimed: Task | None = None) -> None:
         self._ensure_lease_loop()
-        run = asyncio.create_task(run_turn(task_id, self.worker_id))
+        run = asyncio.create_task(run_turn(task_id, self.worker_id, claimed))
         try:
             await run
         except asyncio.CancelledError:
