@@ -155,9 +155,14 @@ def run_result(event: Any) -> tuple[str, dict[str, int]] | None:
     when `event` is not the run's result."""
     if getattr(event, "event_kind", None) != "agent_run_result":
         return None
-    output = event.result.output
+    return run_output(event.result)
+
+
+def run_output(result: Any) -> tuple[str, dict[str, int]]:
+    """A finished run's output as text (JSON for structured output) and its token usage."""
+    output = result.output
     text = output if isinstance(output, str) else json.dumps(output)
-    u = event.result.usage
+    u = result.usage
     usage = {
         "prompt_tokens": u.input_tokens or 0,
         "completion_tokens": u.output_tokens or 0,

@@ -171,20 +171,22 @@ async def _run(state: RunState, sink: Any, history: list[dict[str, Any]]) -> tup
     user_prompt = await prompt.user_prompt(task, agent)
     tools = await subagents.tools(task, state.items, state.credentials.task_tokens, sink, state.calls)
     limits = UsageLimits(tool_calls_limit=task.tool_call_limit, request_limit=None)
-    output, usage = "", {}
+
+    async def handle(_ctx: Any, events: Any) -> None:
+        # Called in the run's own task for each step's events (model stream, tool calls), so an
+        # event costs no hand-over to another task as `run_stream_events` makes (~12% of the library's
+        # CPU per run, measured in-process). Mapping and buffering are synchronous: nothing here waits.
+        async for event in events:
+            sink.write(mapping.map_event(event, state.calls))
+
     async with contextlib.AsyncExitStack() as stack:
         toolsets = await mcp.connect(state.items, state.credentials, state.calls, state.secrets, sink, stack)
         pai = PaiAgent(model, instructions=prompt.instructions(task, agent), tools=tools)
-        async with pai.run_stream_events(
+        result = await pai.run(
             user_prompt,
             message_history=prompt.history_messages(history) or None,
             toolsets=toolsets,
             usage_limits=limits,
-        ) as stream:
-            async for event in stream:
-                finished = mapping.run_result(event)
-                if finished is not None:
-                    output, usage = finished
-                else:
-                    sink.write(mapping.map_event(event, state.calls))
-    return output, usage
+            event_stream_handler=handle,
+        )
+    return mapping.run_output(result)
