@@ -20,7 +20,7 @@ from django.urls import path, resolve
 
 from console import members
 from console.access import actor_for_membership
-from console.handler import StreamingASGIHandler
+from console.handler import RequestThread, StreamingASGIHandler
 from console.models import ApiKey, Organization
 from tests.console_helpers import PASSWORD, signed_in
 from tests.live import LiveServer, server_env
@@ -51,6 +51,7 @@ def _what_the_connection_holds(request: HttpRequest, name: str) -> JsonResponse:
 urlpatterns = [
     path("leak/<str:name>", _leave_a_transaction_open),
     path("look/<str:name>", _what_the_connection_holds),
+    path("api/look/<str:name>", _what_the_connection_holds),  # the API's chain: no console middleware
 ]
 
 
@@ -91,6 +92,29 @@ async def test_no_transaction_carries_over_to_the_next_request(one_lane):
     assert after["row_exists"] is False
     assert again["thread"] == after["thread"]  # a clean lane is reused as before
     assert not await Organization.objects.filter(name=name).aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_header_middleware_runs_on_the_loop_and_still_sets_its_headers(one_lane, monkeypatch):
+    """Django's header-only middleware (console.handler.INLINE_MIDDLEWARE) cost no thread hop each."""
+    hops: list[str] = []
+    submit = RequestThread.submit
+
+    def counted(self, fn, /, *args, **kwargs):
+        hops.append(repr(fn))
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(RequestThread, "submit", counted)
+    async with one_lane as client:
+        r = await client.get("/api/look/nothing")
+    assert r.status_code == 200
+    assert r.headers["X-Frame-Options"] == "DENY"  # clickjacking
+    assert r.headers["X-Content-Type-Options"] == "nosniff"  # security
+    assert r.headers["Referrer-Policy"] == "same-origin"  # security
+    assert "default-src" in r.headers["Content-Security-Policy"]  # csp
+    assert r.headers["Content-Length"] == str(len(r.content))  # common
+    # request_started, the view, the response's close: not 6 more for the four middleware's hooks
+    assert len(hops) == 3, hops
 
 
 # ---- in process: the cached caller of an API key ------------------------------------------------
