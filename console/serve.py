@@ -21,16 +21,35 @@ import sys
 LOOPS = ("uvloop", "asyncio")
 
 
-def install_loop(choice: str | None = None) -> str:
-    """Make new event loops uvloop's (or leave asyncio's); returns the loop in use."""
+def loop_choice(choice: str | None = None) -> str:
+    """The event loop SERVER_EVENT_LOOP names (uvloop unless it says asyncio); anything else stops."""
     choice = (choice or os.environ.get("SERVER_EVENT_LOOP") or "uvloop").strip().lower()
     if choice not in LOOPS:
         raise SystemExit(f"SERVER_EVENT_LOOP must be one of {', '.join(LOOPS)}, not {choice!r}")
+    return choice
+
+
+def install_loop(choice: str | None = None) -> str:
+    """Make new event loops uvloop's (or leave asyncio's); returns the loop in use."""
+    choice = loop_choice(choice)
     if choice == "uvloop":
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return choice
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new loop of the kind SERVER_EVENT_LOOP names, for the worker processes' run loops.
+
+    The Celery worker's and `runworker`'s agent runs are the same asyncio work as the web server's
+    embedded pool, so they get the same loop; the process's event loop policy is left alone.
+    """
+    if loop_choice() == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def main() -> None:

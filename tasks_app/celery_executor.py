@@ -20,6 +20,7 @@ from celery import signals
 from celery.worker.control import control_command
 from django.conf import settings
 
+from console import serve
 from console.celery import app
 from tasks_app import actions, dispatch
 from tasks_app.models import Status
@@ -106,7 +107,7 @@ class _ProcessPool:
     def get(self) -> CeleryRunPool:
         with self._lock:
             if self.pool is None:
-                loop = asyncio.new_event_loop()
+                loop = serve.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="agent-runs", daemon=True).start()
                 pool = CeleryRunPool()
                 asyncio.run_coroutine_threadsafe(pool.start(), loop).result(timeout=30)

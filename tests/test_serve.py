@@ -62,3 +62,14 @@ def test_an_unknown_loop_stops_the_server_before_it_listens():
     assert out.returncode == 1
     assert "SERVER_EVENT_LOOP must be one of uvloop, asyncio, not 'trio'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("setting", "module"), [("", "uvloop"), ("asyncio", "asyncio.unix_events")])
+def test_the_workers_run_loops_are_the_same_kind_and_the_policy_is_left_alone(setting, module):
+    code = (
+        "import asyncio, console.serve as s; loop = s.new_event_loop(); "
+        "print(type(loop).__module__, type(asyncio.get_event_loop_policy()).__module__); loop.close()"
+    )
+    out = run(code, SERVER_EVENT_LOOP=setting)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [module, "asyncio.unix_events"]

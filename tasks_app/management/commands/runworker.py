@@ -7,7 +7,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from console import crypto
+from console import crypto, serve
 from tasks_app.runtime.worker import WorkerPool
 
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
             crypto.check_stored_secrets()
         except crypto.KeysDoNotMatchData as exc:
             raise CommandError(f"Refusing to start: {exc}") from None
-        asyncio.run(self._main(opts["worker_id"], opts["concurrency"]))
+        asyncio.run(self._main(opts["worker_id"], opts["concurrency"]), loop_factory=serve.new_event_loop)
 
     async def _main(self, worker_id: str | None, concurrency: int | None) -> None:
         pool = WorkerPool(worker_id, concurrency)
