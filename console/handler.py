@@ -15,8 +15,8 @@ instead of given back.
 
 An async streaming response (an event stream) gives its lane back as soon as it starts: the view
 and the middleware are done by then, and the stream reads through the shared pool in
-`tasks_app.sse`. The little the request does after that (closing the response) runs on one of a
-few shared tail threads that hold no connection.
+`tasks_app.sse`. What the request does after that (closing the response, and whatever its body
+still runs thread-sensitively) runs on a thread of its own, outside the lanes.
 """
 
 from __future__ import annotations
@@ -61,9 +61,6 @@ class _Lanes:
 
 
 lanes = _Lanes()
-# A stream's tail (closing the response, request_finished) after its lane went back: a few shared
-# threads that never open a connection (a new thread per stream cost a thread start and exit each).
-_TAILS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="request-tail")
 
 
 def _leaves_a_transaction_open() -> bool:
@@ -83,10 +80,11 @@ def _leaves_a_transaction_open() -> bool:
 
 
 class RequestThread(Executor):
-    """A request's thread-sensitive executor: a borrowed lane, or after `let_go()` a shared tail thread."""
+    """A request's thread-sensitive executor: a borrowed lane, or after `let_go()` a thread of its own."""
 
     def __init__(self) -> None:
         self._lane: ThreadPoolExecutor | None = None
+        self._spare: ThreadPoolExecutor | None = None
         self._turn: asyncio.Semaphore | None = None
         self.dirty = False  # set on the lane when the request left a transaction open
 
@@ -103,7 +101,11 @@ class RequestThread(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         if self._lane is not None:
             return self._lane.submit(fn, *args, **kwargs)
-        return _TAILS.submit(fn, *args, **kwargs)
+        # The stream's own thread for the rest of its life: its body may still use the database
+        # (exports, a worker stream's detach), and one request's calls stay on one thread.
+        if self._spare is None:
+            self._spare = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-tail")
+        return self._spare.submit(fn, *args, **kwargs)
 
     def let_go(self) -> None:
         """Give the lane back (or retire it if its request left a transaction open) and the turn."""
@@ -119,6 +121,9 @@ class RequestThread(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self.let_go()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 _request_thread: ContextVar[RequestThread] = ContextVar("request_thread")
@@ -163,14 +168,33 @@ _inline_classes: dict[str, type] = {}
 _django_import_string = base.import_string
 
 
+_loading = threading.Lock()  # one handler's load_middleware at a time swaps Django's import_string
+
+
 def _import_middleware(path: str) -> Any:
-    """What Django's `load_middleware` imports, the INLINE_MIDDLEWARE as `_Inline` subclasses."""
+    """What Django's `load_middleware` imports, the INLINE_MIDDLEWARE as `_Inline` subclasses.
+
+    Only while the class is the plain `MiddlewareMixin` kind this was checked against: one with its
+    own `__acall__` or async hooks (a later Django) is left as it is.
+    """
     found = _django_import_string(path)
-    if path not in INLINE_MIDDLEWARE:
+    if path not in INLINE_MIDDLEWARE or not _plain_mixin(found):
         return found
     if path not in _inline_classes:
         _inline_classes[path] = type(found.__name__, (_Inline, found), {"__module__": __name__})
     return _inline_classes[path]
+
+
+def _plain_mixin(cls: type) -> bool:
+    """A `MiddlewareMixin` with Django's own `__acall__` and sync hooks only."""
+    from django.utils.deprecation import MiddlewareMixin
+
+    if not issubclass(cls, MiddlewareMixin) or cls.__acall__ is not MiddlewareMixin.__acall__:
+        return False
+    hooks = [getattr(cls, name, None) for name in ("process_request", "process_response")]
+    return not any(hook is not None and asyncio.iscoroutinefunction(hook) for hook in hooks) and not any(
+        name.startswith("aprocess_") for name in dir(cls)
+    )
 
 
 class StreamingASGIHandler(ASGIHandler):
@@ -183,11 +207,12 @@ class StreamingASGIHandler(ASGIHandler):
         length of this call that name resolves INLINE_MIDDLEWARE to their `_Inline` subclasses. Any
         other handler loading meanwhile would get them too, which changes nothing in sync mode.
         """
-        base.import_string = _import_middleware
-        try:
-            super().load_middleware(is_async)
-        finally:
-            base.import_string = _django_import_string
+        with _loading:
+            base.import_string = _import_middleware
+            try:
+                super().load_middleware(is_async)
+            finally:
+                base.import_string = _django_import_string
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         thread = RequestThread()

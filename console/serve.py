@@ -22,11 +22,23 @@ LOOPS = ("uvloop", "asyncio")
 
 
 def loop_choice(choice: str | None = None) -> str:
-    """The event loop SERVER_EVENT_LOOP names (uvloop unless it says asyncio); anything else stops."""
-    choice = (choice or os.environ.get("SERVER_EVENT_LOOP") or "uvloop").strip().lower()
-    if choice not in LOOPS:
-        raise SystemExit(f"SERVER_EVENT_LOOP must be one of {', '.join(LOOPS)}, not {choice!r}")
-    return choice
+    """The event loop SERVER_EVENT_LOOP names; anything else stops the process with a message.
+
+    Unset means uvloop where it is installed (it is a dependency except on Windows and PyPy, which
+    it does not support), else asyncio's.
+    """
+    named = (choice or os.environ.get("SERVER_EVENT_LOOP") or "").strip().lower()
+    if named and named not in LOOPS:
+        raise SystemExit(f"SERVER_EVENT_LOOP must be one of {', '.join(LOOPS)}, not {named!r}")
+    if named == "asyncio":
+        return named
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if named:
+            raise SystemExit("SERVER_EVENT_LOOP is uvloop, but uvloop is not installed") from None
+        return "asyncio"
+    return "uvloop"
 
 
 def install_loop(choice: str | None = None) -> str:

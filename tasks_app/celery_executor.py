@@ -147,13 +147,15 @@ def stop_run(state, task_id: str) -> dict[str, str]:
 
 @signals.worker_init.connect
 def _check_keys(**_: object) -> None:
-    """Refuse to start with keys that cannot read the stored secrets (as the web server does)."""
+    """Refuse to start with keys that cannot read the stored secrets, or an unknown event loop (as
+    the web server does)."""
     from console import crypto
 
     try:
         crypto.check_stored_secrets()
     except crypto.KeysDoNotMatchData as exc:
         raise SystemExit(f"Refusing to start: {exc}") from None
+    serve.loop_choice()  # a wrong SERVER_EVENT_LOOP stops the worker now, not at its first run
 
 
 # Imported by a run the first time it needs them: seconds of CPU with the loop blocked, long enough

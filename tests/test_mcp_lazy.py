@@ -221,3 +221,32 @@ def test_a_stop_cancels_a_call_on_a_lazily_opened_session(alice, server, scripte
     assert task.status == "stopped"
     call = next(d for t, d in events(task) if t == "tool_call_result")
     assert call["status"] == "aborted" and server.sessions == 2
+
+
+def test_a_worker_shutdown_hands_the_task_back_even_if_the_cancel_loses_its_message(
+    alice, server, scripted_model
+):
+    """A shutdown marks its runs first (runner.release_on_cancel): a cancel that reaches run_turn as a
+    fresh CancelledError, without SHUTDOWN (a step inside pydantic-ai may re-raise one), still releases."""
+    agent = make_agent(alice, server, scripted_model)
+    run(alice, agent, scripted_model, "warm up")
+    scripted_model.set_script([Turn.tool("slow", {"seconds": 30}), Turn.reply("Resumed.")])
+    created = alice.post(
+        f"/api/agent-execution/{agent.id}", create_body("go", user_tokens={"gi-tools": "tok-alice"})
+    )
+    task_id = created.json()["id"]
+    assert actions.claim_task(task_id, "w1", 60) is not None
+
+    async def shut_down_while_calling() -> None:
+        running = asyncio.create_task(runner.run_turn(task_id, "w1"))
+        await server.wait_for_async(lambda: any(c.name == "slow" for c in server.calls), timeout=20)
+        runner.release_on_cancel(task_id)
+        running.cancel()  # no message
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    async_to_sync(shut_down_while_calling)()
+    task = Task.objects.get(pk=task_id)
+    assert task.status == "pending" and task.lease_owner in (None, "")
+    assert not task.is_manually_stopped
+    assert task_id not in runner._releasing  # the mark does not outlive its run

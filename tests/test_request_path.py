@@ -18,6 +18,7 @@ from django.http import HttpRequest, JsonResponse
 from django.test import Client
 from django.urls import path, resolve
 
+from console import handler as handler_module
 from console import members
 from console.access import actor_for_membership
 from console.handler import RequestThread, StreamingASGIHandler
@@ -115,6 +116,27 @@ async def test_header_middleware_runs_on_the_loop_and_still_sets_its_headers(one
     assert r.headers["Content-Length"] == str(len(r.content))  # common
     # request_started, the view, the response's close: not 6 more for the four middleware's hooks
     assert len(hops) == 3, hops
+
+
+def test_only_plain_mixin_middleware_is_run_inline():
+    """A middleware with its own async path (a later Django's) keeps it: it is not wrapped."""
+    from django.middleware.security import SecurityMiddleware
+
+    from console.handler import _import_middleware
+
+    class OwnAsync(SecurityMiddleware):
+        async def __acall__(self, request):
+            return await self.get_response(request)
+
+    class AsyncHook(SecurityMiddleware):
+        async def aprocess_request(self, request):
+            return None
+
+    assert (
+        _import_middleware("django.middleware.security.SecurityMiddleware").__mro__[1].__name__ == "_Inline"
+    )
+    assert not handler_module._plain_mixin(OwnAsync) and not handler_module._plain_mixin(AsyncHook)
+    assert handler_module._plain_mixin(SecurityMiddleware)
 
 
 # ---- in process: the cached caller of an API key ------------------------------------------------

@@ -73,3 +73,16 @@ def test_the_workers_run_loops_are_the_same_kind_and_the_policy_is_left_alone(se
     out = run(code, SERVER_EVENT_LOOP=setting)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [module, "asyncio.unix_events"]
+
+
+@pytest.mark.parametrize(("setting", "outcome"), [("", "asyncio"), ("uvloop", "exit")])
+def test_without_uvloop_the_default_is_asyncio_and_asking_for_it_stops(setting, outcome):
+    code = "import sys; sys.modules['uvloop'] = None; import console.serve as s; print(s.install_loop())"
+    out = run(code, SERVER_EVENT_LOOP=setting)
+    if outcome == "exit":
+        assert out.returncode == 1
+        assert "SERVER_EVENT_LOOP is uvloop, but uvloop is not installed" in out.stderr
+        assert "Traceback" not in out.stderr
+    else:
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "asyncio"

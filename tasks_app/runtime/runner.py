@@ -27,6 +27,17 @@ from tasks_app.runtime.failures import TaskFailure
 
 log = logging.getLogger(__name__)
 SHUTDOWN = "worker-shutdown"  # cancel message: release the task instead of stopping it
+_releasing: set[str] = set()  # tasks whose run's cancel hands them back (see release_on_cancel)
+
+
+def release_on_cancel(task_id: str) -> None:
+    """Mark the run of `task_id` so that its cancellation releases the task instead of stopping it.
+
+    Why besides the SHUTDOWN message: the cancel reaches run_turn through pydantic-ai's run, and a
+    step that absorbs a cancellation re-raises a fresh CancelledError without the message; a worker
+    shutting down must still hand its task back, not record a user's stop.
+    """
+    _releasing.add(task_id)
 
 
 @dataclass
@@ -89,6 +100,13 @@ async def run_turn(task_id: str, worker_id: str, claimed: Task | None = None) ->
 
     `claimed`: what actions.claim_task returned (the task and its agent), so they are not read twice.
     """
+    try:
+        await _run_turn(task_id, worker_id, claimed)
+    finally:
+        _releasing.discard(task_id)
+
+
+async def _run_turn(task_id: str, worker_id: str, claimed: Task | None) -> None:
     from tasks_app.runtime.sink import EventSink
 
     task, agent, items, tokens, stored, history = await aload(task_id, claimed)
@@ -115,7 +133,7 @@ async def run_turn(task_id: str, worker_id: str, claimed: Task | None = None) ->
             sink.write(mapping.aborted(state.calls))
             status, result = Status.STOPPED, limits.stopped_message(limit)
     except asyncio.CancelledError as cancelled:
-        if SHUTDOWN in cancelled.args:  # the worker is going away: hand the task back, do not stop it
+        if SHUTDOWN in cancelled.args or task_id in _releasing:  # the worker is going away: hand it back
             await sink.close()
             await actions.arelease_task(task_id, worker_id)
             raise

@@ -23,7 +23,7 @@ from tasks_app import actions, bus, dispatch
 from tasks_app.actions import retention as actions_retention
 from tasks_app.actions import signin as actions_signin
 from tasks_app.models import Status, Task
-from tasks_app.runtime.runner import SHUTDOWN, run_turn
+from tasks_app.runtime.runner import SHUTDOWN, release_on_cancel, run_turn
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class WorkerPool:
         dispatch.unregister(self)
         for t in self._loops:
             t.cancel()
-        for t in list(self.running.values()):
+        for task_id, t in list(self.running.items()):
+            release_on_cancel(task_id)
             t.cancel(SHUTDOWN)
         await asyncio.gather(*self._loops, *self.running.values(), return_exceptions=True)
 
