@@ -196,24 +196,36 @@ def test_parallel_calls_share_the_one_session_they_open(alice, server, scripted_
     assert server.sessions == 2 and sorted(c.name for c in server.calls) == ["add", "echo", "whoami"]
 
 
-def test_a_stop_cancels_a_call_on_a_lazily_opened_session(alice, server, scripted_model):
+def cancel_during_a_slow_call(alice, server, scripted_model, *, shutdown: bool = False) -> str:
+    """A claimed run cancelled while an MCP tool call runs, as the worker cancels it; its task id.
+
+    With `shutdown`, the run is first marked as a worker shutdown's (runner.release_on_cancel) and
+    the cancel carries no message (a step inside pydantic-ai may re-raise a fresh CancelledError).
+    """
     agent = make_agent(alice, server, scripted_model)
     run(alice, agent, scripted_model, "warm up")
-    scripted_model.set_script([Turn.tool("slow", {"seconds": 30}), Turn.reply("unused")])
+    scripted_model.set_script([Turn.tool("slow", {"seconds": 30}), Turn.reply("Resumed.")])
     created = alice.post(
         f"/api/agent-execution/{agent.id}", create_body("go", user_tokens={"gi-tools": "tok-alice"})
     )
     task_id = created.json()["id"]
     assert actions.claim_task(task_id, "w1", 60) is not None
 
-    async def stop_while_calling() -> None:  # the worker stops a run by cancelling its asyncio task
+    async def cancel_while_calling() -> None:
         running = asyncio.create_task(runner.run_turn(task_id, "w1"))
         await server.wait_for_async(lambda: any(c.name == "slow" for c in server.calls), timeout=20)
+        if shutdown:
+            runner.release_on_cancel(task_id)
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
 
-    async_to_sync(stop_while_calling)()
+    async_to_sync(cancel_while_calling)()
+    return task_id
+
+
+def test_a_stop_cancels_a_call_on_a_lazily_opened_session(alice, server, scripted_model):
+    task_id = cancel_during_a_slow_call(alice, server, scripted_model)
     server.wait_for(
         lambda: any(c.name == "slow" and c.status == "cancelled" for c in server.calls), timeout=10
     )
@@ -226,26 +238,9 @@ def test_a_stop_cancels_a_call_on_a_lazily_opened_session(alice, server, scripte
 def test_a_worker_shutdown_hands_the_task_back_even_if_the_cancel_loses_its_message(
     alice, server, scripted_model
 ):
-    """A shutdown marks its runs first (runner.release_on_cancel): a cancel that reaches run_turn as a
-    fresh CancelledError, without SHUTDOWN (a step inside pydantic-ai may re-raise one), still releases."""
-    agent = make_agent(alice, server, scripted_model)
-    run(alice, agent, scripted_model, "warm up")
-    scripted_model.set_script([Turn.tool("slow", {"seconds": 30}), Turn.reply("Resumed.")])
-    created = alice.post(
-        f"/api/agent-execution/{agent.id}", create_body("go", user_tokens={"gi-tools": "tok-alice"})
-    )
-    task_id = created.json()["id"]
-    assert actions.claim_task(task_id, "w1", 60) is not None
-
-    async def shut_down_while_calling() -> None:
-        running = asyncio.create_task(runner.run_turn(task_id, "w1"))
-        await server.wait_for_async(lambda: any(c.name == "slow" for c in server.calls), timeout=20)
-        runner.release_on_cancel(task_id)
-        running.cancel()  # no message
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-
-    async_to_sync(shut_down_while_calling)()
+    """A shutdown marks its runs first (runner.release_on_cancel): a cancel that reaches run_turn
+    without SHUTDOWN still releases the task instead of stopping it."""
+    task_id = cancel_during_a_slow_call(alice, server, scripted_model, shutdown=True)
     task = Task.objects.get(pk=task_id)
     assert task.status == "pending" and task.lease_owner in (None, "")
     assert not task.is_manually_stopped
