@@ -123,6 +123,23 @@ class Task(models.Model):
     def is_finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    def sub_execution_ids(self) -> list[str]:
+        """Its sub-tasks' ids, oldest first (the Task JSON's `sub_executions`).
+
+        A query per snapshot, unless the write that loaded this row knows the task has none yet
+        (`has_no_sub_tasks`): its snapshots are written on the runtime's hot path (created, claimed).
+        """
+        if self.__dict__.get("_no_sub_tasks"):
+            return []
+        return [str(pk) for pk in self.sub_tasks.order_by("created_at").values_list("id", flat=True)]
+
+    def has_no_sub_tasks(self) -> None:
+        """Mark this loaded row as having no sub-tasks: only the runtime makes them, during a run.
+
+        So it holds for a task just created and for the claim of its first run (turn 1, attempt 1).
+        """
+        self.__dict__["_no_sub_tasks"] = True
+
     def status_for_update(self, requested: str | None, *, full_dump: bool) -> str | None:
         """The status an update asking for `requested` moves this task to (None: it stays), or Conflict.
 

@@ -48,9 +48,7 @@ def task_input_json(task: Task) -> dict[str, Any]:
 def task_json(task: Task, sub_executions: list[str] | None = None) -> dict[str, Any]:
     """The full Task JSON the SDK parses (xpander-wire.md section 3.1)."""
     if sub_executions is None:
-        sub_executions = [
-            str(pk) for pk in task.sub_tasks.order_by("created_at").values_list("id", flat=True)
-        ]
+        sub_executions = task.sub_execution_ids()
     return {
         "id": task.id,
         "agent_id": task.agent_id,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from console.models import Agent
 from tasks_app import actions
@@ -88,3 +90,50 @@ def test_the_server_drives_builtin_status(alice, builtin_agent):
     assert (
         r.status_code == 200 and r.json()["status"] == "stopped" and r.json()["is_manually_stopped"] is True
     )
+
+
+def test_a_create_counts_its_first_entry_and_event_in_its_insert(
+    alice, builtin_agent, django_assert_max_num_queries
+):
+    """No UPDATE of the new row: last_seq and last_activity go in with the INSERT, and the
+    task_created snapshot and the response ask no sub-task query (a new task has none)."""
+
+    with CaptureQueriesContext(connection) as ctx:
+        task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    sql = [q["sql"] for q in ctx.captured_queries]
+    assert not [s for s in sql if s.startswith('UPDATE "tasks_app_task"')], sql
+    assert not [s for s in sql if '"parent_id" =' in s], sql  # the sub-task lookup
+    assert task["sub_executions"] == []
+    stored = Task.objects.get(pk=task["id"])
+    assert (stored.last_seq, stored.last_activity) == (1, 1)
+    assert list(TaskEvent.objects.filter(task_id=task["id"]).values_list("seq", "type")) == [
+        (1, "task_created")
+    ]
+    assert list(stored.activity.values_list("position", flat=True)) == [1]
+
+
+def test_only_a_first_claim_skips_the_sub_task_lookup(alice, builtin_agent, external_agent):
+    """A task's sub-tasks are made during its runs: a first claim knows there are none; a later one
+    (a follow-up turn) and every finish still list them in their snapshots."""
+    from console.access import SYSTEM, Actor
+    from tasks_app.schemas import TaskCreateIn
+
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    with CaptureQueriesContext(connection) as ctx:
+        claimed = actions.claim_task(task["id"], "w1", 30)
+    assert not [q for q in ctx.captured_queries if '"parent_id" =' in q["sql"]]
+    assert TaskEvent.objects.get(task_id=task["id"], seq=2).data["sub_executions"] == []
+    child = actions.create_task(
+        Actor(alice.org.id, SYSTEM), external_agent.id, TaskCreateIn(input={"text": "sub"}), parent=claimed
+    )
+    assert claimed.sub_execution_ids() == [child.id]  # the run's copy asks again once claimed
+    done = actions.finish_task(task["id"], "completed", "ok", worker_id="w1")
+    assert done.sub_execution_ids() == [child.id]
+    finished = TaskEvent.objects.get(task_id=task["id"], type="task_finished")
+    assert finished.data["sub_executions"] == [child.id]
+    again = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("more", id=task["id"])).json()
+    assert again["sub_executions"] == [child.id]  # a follow-up turn's response
+    actions.claim_task(task["id"], "w2", 30)
+    claimed_again = TaskEvent.objects.filter(task_id=task["id"], type="task_updated").order_by("-seq").first()
+    assert claimed_again.data["status"] == "executing"
+    assert claimed_again.data["sub_executions"] == [child.id]

@@ -13,7 +13,15 @@ from console.access import SYSTEM, Actor
 from console.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from console.models import Agent, Framework
 from tasks_app import dispatch
-from tasks_app.actions.log import _action, _append_activity, _append_events, _async_twin, task_user_tokens
+from tasks_app.actions.log import (
+    _action,
+    _append_activity,
+    _append_events,
+    _async_twin,
+    _store_activity,
+    _store_events,
+    task_user_tokens,
+)
 from tasks_app.actions.reads import get_agent
 from tasks_app.actions.rows import _require_writer, _save, _snapshot
 from tasks_app.models import (
@@ -94,11 +102,15 @@ def create_task(
             return_metrics=data.return_metrics,
             run_locally=data.run_locally,
         )
+        # Its first activity entry and event are counted in the INSERT itself (no UPDATE after).
+        task.last_activity, task.last_seq = 1, 1
         task.save(force_insert=True)
+        task.last_activity, task.last_seq = 0, 0  # the stores below append at 1 and count to 1 again
+        task.has_no_sub_tasks()  # just made: its snapshots (the event, the response) need no query
         if data.user_tokens and parent is None:
             vault.hold_task_tokens(agent, owner, data.user_tokens)
-        _append_activity(task, ActivityKind.MESSAGE, _user_message(task, task.input_text, files))
-        _append_events(task, [("task_created", _snapshot(task))])
+        _store_activity(task, [(ActivityKind.MESSAGE, _user_message(task, task.input_text, files))])
+        _store_events(task, [("task_created", _snapshot(task))])
         if agent.framework == Framework.BUILTIN:
             transaction.on_commit(functools.partial(dispatch.dispatch, task.id))
     return task
