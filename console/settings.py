@@ -381,7 +381,13 @@ OAUTH_REFRESH_MARGIN_SECONDS = _env_int("OAUTH_REFRESH_MARGIN_SECONDS", 60)  # r
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # Every line loses the query strings and credentials of the URLs in it (console/logformat.py).
+    "formatters": {
+        "plain": {
+            "()": "console.logformat.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # The HTTP clients log every request's full URL at INFO: a model or MCP URL may carry a key in its

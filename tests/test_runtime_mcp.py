@@ -150,3 +150,42 @@ def test_an_mcp_url_with_a_key_in_its_query_never_reaches_the_server_log(daphne_
     assert " INFO " in log  # the server logs at INFO: the request lines below would have been kept
     assert model.url.split("//")[1] not in log  # no request line for the model either
     assert secret not in log
+
+
+def test_a_redirect_with_a_key_in_its_location_never_reaches_the_server_log(daphne_server):
+    """The MCP client logs a redirect it does not follow at WARNING, with its Location (its user part
+    and query left out by the client itself, and by our log format: tests/test_log_format.py)."""
+    import http.server
+    import threading
+
+    secret = f"loc-{uuid.uuid4().hex}"
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(307)  # to another origin (loopback): the client does not follow it
+            self.send_header("Location", f"http://user:{secret}-pw@127.0.0.2:9/mcp?token={secret}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_DELETE = do_POST
+
+        def log_message(self, *args):
+            pass
+
+    redirector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirector.serve_forever, daemon=True).start()
+    alice = daphne_server.account("MCP Org", "alice@mcp.test")
+    api = daphne_server.client(alice)
+    marker = f"[loc-{uuid.uuid4().hex[:6]}]"
+    try:
+        with ScriptedModel(scripts={marker: [Turn.reply("Done.")]}) as model:
+            url = f"http://127.0.0.1:{redirector.server_address[1]}/mcp"
+            agent = builtin_agent(api, model, graph=mcp_graph(url))
+            task = start(api, agent, f"{marker} hi", user_tokens={"gi-tools": "tok-alice"})
+            events = sse(daphne_server, alice, task["id"])
+    finally:
+        redirector.shutdown()
+    assert events[-1]["type"] == "task_finished"
+    log = daphne_server.log_text()
+    assert "Redirect to http://127.0.0.2:9/mcp" in log  # the warning is there, without the secret parts
+    assert secret not in log
