@@ -9,7 +9,7 @@ Executors: the in-process asyncio pool (embedded default) registers itself when 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,39 @@ def register(executor: Executor) -> None:
 def unregister(executor: Executor) -> None:
     if executor in _executors:
         _executors.remove(executor)
+
+
+class Seat(Protocol):
+    """A run slot an executor in this process set aside for a task the caller claims itself.
+
+    Why: in the embedded default, a built-in task used to be claimed after its create committed: a
+    hint to the pool, then the claim in a transaction of its own on the runtime's writer (a thread
+    hop, a transaction, the task read again with its agent). A create holding a seat claims the task
+    in its own transaction instead, and hands the claimed row straight to the run on commit.
+    Exactly one of `start` (after the commit) or `give_back` (the create failed) is called.
+    """
+
+    worker_id: str
+    lease_seconds: float
+
+    def start(self, task: Any) -> None: ...
+    def give_back(self) -> None: ...
+
+
+def take_seat() -> Seat | None:
+    """A free run slot of an executor in this process (the in-process pool), or None."""
+    for executor in list(_executors):
+        take = getattr(executor, "take_seat", None)
+        if take is None:
+            continue
+        try:
+            seat = take()
+        except Exception:
+            log.exception("taking a run slot failed; the task goes through the queue")
+            continue
+        if seat is not None:
+            return seat
+    return None
 
 
 def dispatch(task_id: str) -> None:

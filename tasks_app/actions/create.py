@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from console import crypto, vault
 from console.access import SYSTEM, Actor
@@ -65,6 +67,40 @@ def create_task(
     else:
         owner, input_user = _vault_identity(actor, data.input.user)
     files = list(data.input.files) + list(uploads or {})
+    seat = _seat_for(agent)
+    try:
+        return _create(actor, agent, data, parent, uploads, owner, input_user, files, seat)
+    except BaseException:
+        if seat is not None:
+            seat.give_back()
+        raise
+
+
+acreate_task = _async_twin(create_task.__wrapped__)
+
+
+def _seat_for(agent: Agent) -> dispatch.Seat | None:
+    """A run slot of this process's pool for a built-in agent's task, claimed by its create.
+
+    Only when the create's transaction is the outermost: inside a caller's transaction the commit
+    (and so the start of the run) is not the create's to decide, and the hint goes on commit as before.
+    """
+    if agent.framework != Framework.BUILTIN or transaction.get_connection().in_atomic_block:
+        return None
+    return dispatch.take_seat()
+
+
+def _create(
+    actor: Actor,
+    agent: Agent,
+    data: TaskCreateIn,
+    parent: Task | None,
+    uploads: dict[str, str] | None,
+    owner: vault.Owner,
+    input_user: dict[str, Any] | None,
+    files: list[str],
+    seat: dispatch.Seat | None,
+) -> Task:
     with transaction.atomic():
         task = Task(
             organization_id=agent.organization_id,
@@ -110,13 +146,41 @@ def create_task(
         if data.user_tokens and parent is None:
             vault.hold_task_tokens(agent, owner, data.user_tokens)
         _store_activity(task, [(ActivityKind.MESSAGE, _user_message(task, task.input_text, files))])
-        _store_events(task, [("task_created", _snapshot(task))])
-        if agent.framework == Framework.BUILTIN:
-            transaction.on_commit(functools.partial(dispatch.dispatch, task.id))
+        if seat is not None:  # claimed for this process's pool: the run starts from it on commit
+            transaction.on_commit(functools.partial(seat.start, _claim_new(task, seat)))
+            task.last_seq = 1  # as created: its task_created
+        else:
+            _store_events(task, [("task_created", _snapshot(task))])
+            if agent.framework == Framework.BUILTIN:
+                transaction.on_commit(functools.partial(dispatch.dispatch, task.id))
     return task
 
 
-acreate_task = _async_twin(create_task.__wrapped__)
+def _claim_new(task: Task, seat: dispatch.Seat) -> Task:
+    """Claim the task just inserted for `seat`'s pool, in the create's transaction; the run's copy.
+
+    The same row and events as a claim by the pool (actions.claim_task): executing under the
+    pool's lease, attempt 1, task_created then task_updated. `task` itself stays as created (the
+    create's response); the run gets a copy of its own, as the claim's read would give it.
+    """
+    created = _snapshot(task)
+    run = copy.copy(task)
+    now = timezone.now()
+    run.status, run.lease_owner, run.attempts = Status.EXECUTING, seat.worker_id, 1
+    run.lease_expires_at = now + timezone.timedelta(seconds=seat.lease_seconds)
+    run.started_at = run.updated_at = now
+    _store_events(run, [("task_created", created), ("task_updated", _snapshot(run))])
+    run.__dict__.pop("_no_sub_tasks", None)  # the run may delegate: later snapshots ask again
+    Task.objects.filter(pk=task.id).update(
+        status=run.status,
+        lease_owner=run.lease_owner,
+        lease_expires_at=run.lease_expires_at,
+        started_at=now,
+        attempts=1,
+        updated_at=now,
+        last_seq=run.last_seq,
+    )
+    return run
 
 
 def _vault_identity(actor: Actor, user: UserIn | None) -> tuple[vault.Owner, dict[str, Any] | None]:

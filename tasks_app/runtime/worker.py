@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
+import threading
 import uuid
 
 from asgiref.sync import sync_to_async
@@ -42,6 +44,25 @@ def _pending_ids(limit: int) -> list[str]:
 _renew = sync_to_async(actions.renew_leases, thread_sensitive=False)
 
 
+class _Seat:
+    """A run slot of a pool set aside for a create that claims its task itself (dispatch.Seat)."""
+
+    __slots__ = ("_pool", "lease_seconds", "settled", "worker_id")
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+        self.worker_id = pool.worker_id
+        self.lease_seconds = settings.WORKER_LEASE_SECONDS
+        self.settled = False  # started or given back: a seat counts until then, and only once
+
+    def start(self, task: Task) -> None:
+        """After the create's commit, on its thread: the run starts on the pool's loop."""
+        self._pool._seat_taken_up(self, task)
+
+    def give_back(self) -> None:
+        self._pool._settle(self)
+
+
 class WorkerPool:
     def __init__(self, worker_id: str | None = None, concurrency: int | None = None) -> None:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -51,9 +72,16 @@ class WorkerPool:
         self._hints: asyncio.Queue[str] | None = None
         self._loops: list[asyncio.Task] = []
         self._leases: asyncio.Task | None = None
+        self._seats = 0  # slots set aside for creates claiming their task (take_seat), not yet started
+        self._seats_lock = threading.Lock()  # creates take seats on request threads
+        self._stopping = False
+        self._context = contextvars.Context()  # set by start()
+        self._handing_back: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        # What the claim loop's runs inherit; seated runs get it too, not their create's request's.
+        self._context = contextvars.copy_context()
         bus.bind_loop(self.loop)
         self._hints = asyncio.Queue()
         dispatch.register(self)
@@ -62,6 +90,7 @@ class WorkerPool:
         log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
 
     async def stop(self) -> None:
+        self._stopping = True  # no new seats; a seat taken up from now on hands its task back
         dispatch.unregister(self)
         for t in self._loops:
             t.cancel()
@@ -78,6 +107,64 @@ class WorkerPool:
     def cancel(self, task_id: str) -> None:
         if self.loop and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._cancel_local, task_id)
+
+    def take_seat(self) -> _Seat | None:
+        """A free run slot for a create that claims its task in its own transaction (dispatch.Seat).
+
+        Thread-safe: creates run on request threads. None when the pool is full or stopping; the
+        task then goes through the queue (hint and claim) as before.
+        """
+        loop = self.loop
+        if loop is None or loop.is_closed() or self._stopping:
+            return None
+        with self._seats_lock:
+            if len(self.running) + self._seats >= self.concurrency:
+                return None
+            self._seats += 1
+        return _Seat(self)
+
+    def _settle(self, seat: _Seat) -> bool:
+        """Free `seat`'s slot once; False if it was already settled."""
+        with self._seats_lock:
+            if seat.settled:
+                return False
+            seat.settled = True
+            self._seats -= 1
+            return True
+
+    def _seat_taken_up(self, seat: _Seat, task: Task) -> None:
+        """From the create's thread, after its commit: start the run on the pool's loop."""
+        loop = self.loop
+        if loop is None or loop.is_closed():  # the lease lapses and a reaper requeues the task
+            self._settle(seat)
+            return
+        try:
+            # Not in the create's context (the calling thread's): a request's ThreadSensitiveContext
+            # ends with it, and the run's database calls would fail once the response is sent.
+            loop.call_soon_threadsafe(self._start_seated, seat, task, context=self._context.copy())
+        except RuntimeError:  # closed meanwhile
+            self._settle(seat)
+
+    def _start_seated(self, seat: _Seat, task: Task) -> None:
+        """On the loop: run the task its create claimed for this pool (or hand it back if stopping)."""
+        if task.id in self.running:  # cannot happen (only a pending task is claimed): run it once
+            self._settle(seat)
+            log.warning("task %s claimed by its create was already running here", task.id)
+            return
+        if self._stopping:
+            self._settle(seat)
+            back = asyncio.create_task(self._hand_back(task.id))
+            self._handing_back.add(back)  # the loop keeps only weak references to tasks
+            back.add_done_callback(self._handing_back.discard)
+            return
+        self.running[task.id] = asyncio.create_task(self._execute(task.id, task))
+        self._settle(seat)  # after the run counts in `running`: the pool is never over-committed
+
+    async def _hand_back(self, task_id: str) -> None:
+        try:
+            await actions.arelease_task(task_id, self.worker_id)
+        except Exception:  # its lease lapses and the reaper gives it back instead
+            log.exception("handing task %s back failed", task_id)
 
     def _cancel_local(self, task_id: str) -> None:
         run = self.running.get(task_id)
@@ -102,12 +189,12 @@ class WorkerPool:
                     candidates.append(self._hints.get_nowait())
             except TimeoutError:
                 pass
-            free = self.concurrency - len(self.running)
+            free = self.concurrency - len(self.running) - self._seats
             if loop.time() >= next_poll and free > 0:
                 next_poll = loop.time() + settings.WORKER_POLL_SECONDS
                 candidates += await sync_to_async(_pending_ids)(free)
             for task_id in dict.fromkeys(candidates):
-                if len(self.running) >= self.concurrency or task_id in self.running:
+                if len(self.running) + self._seats >= self.concurrency or task_id in self.running:
                     continue
                 try:
                     task = await actions.aclaim_task(task_id, self.worker_id, settings.WORKER_LEASE_SECONDS)
