@@ -398,5 +398,8 @@ LOGGING = {
         "httpx2": {"level": "WARNING"},
         "httpcore2": {"level": "WARNING"},
         "mcp.client": {"level": "WARNING"},
+        # Django's default config gives `django` handlers of its own (a second, unredacted console
+        # line under DEBUG, mail to admins): its lines go through the one handler above instead.
+        "django": {"handlers": [], "propagate": True},
     },
 }

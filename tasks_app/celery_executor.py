@@ -83,7 +83,7 @@ class CeleryRunPool(WorkerPool):
         task = await actions.aclaim_task(task_id, self.worker_id, settings.WORKER_LEASE_SECONDS)
         if task is None:
             return "not claimed (finished, stopped or running elsewhere)"
-        run = self.running[task_id] = asyncio.create_task(self._execute(task_id, task))
+        run = self._start_run(task_id, task)
         done, _ = await asyncio.wait({run}, timeout=settings.CELERY_RUN_TIMEOUT_SECONDS)
         if not done:  # finish it first, so the cancel that follows is not taken for a user's stop
             await actions.afinish_task(

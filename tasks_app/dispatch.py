@@ -3,7 +3,8 @@
 The task API calls `dispatch(task_id)` after a built-in task commits and `request_cancel(task_id)`
 after a stop request commits. Both are hints: the database row is the truth, so a task whose hint
 is lost is still found by a worker's poll, and a stop is still seen at the next lease heartbeat.
-Executors: the in-process asyncio pool (embedded default) registers itself when it starts.
+Executors: the in-process asyncio pool (embedded default) registers itself when it starts. It also
+sets run slots aside (`take_seat`) for creates that claim their task themselves.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Seat(Protocol):
     hint to the pool, then the claim in a transaction of its own on the runtime's writer (a thread
     hop, a transaction, the task read again with its agent). A create holding a seat claims the task
     in its own transaction instead, and hands the claimed row straight to the run on commit.
-    Exactly one of `start` (after the commit) or `give_back` (the create failed) is called.
+    The create calls `start` after its commit, or `give_back` when it failed; `give_back` after
+    `start` does nothing, so a caller may give back on any error without knowing how far it got.
     """
 
     worker_id: str

@@ -127,18 +127,23 @@ class Task(models.Model):
         """Its sub-tasks' ids, oldest first (the Task JSON's `sub_executions`).
 
         A query per snapshot, unless the write that loaded this row knows the task has none yet
-        (`has_no_sub_tasks`): its snapshots are written on the runtime's hot path (created, claimed).
+        (`mark_no_sub_tasks`): its snapshots are written on the runtime's hot path (created, claimed).
         """
         if self.__dict__.get("_no_sub_tasks"):
             return []
         return [str(pk) for pk in self.sub_tasks.order_by("created_at").values_list("id", flat=True)]
 
-    def has_no_sub_tasks(self) -> None:
+    def mark_no_sub_tasks(self) -> None:
         """Mark this loaded row as having no sub-tasks: only the runtime makes them, during a run.
 
-        So it holds for a task just created and for the claim of its first run (turn 1, attempt 1).
+        So it holds for a task just created and for the claim of its first run (turn 1, attempt 1),
+        until the run starts: `forget_no_sub_tasks` before an object goes on to a run.
         """
         self.__dict__["_no_sub_tasks"] = True
+
+    def forget_no_sub_tasks(self) -> None:
+        """Undo `mark_no_sub_tasks`: this object's later snapshots ask for the sub-tasks again."""
+        self.__dict__.pop("_no_sub_tasks", None)
 
     def status_for_update(self, requested: str | None, *, full_dump: bool) -> str | None:
         """The status an update asking for `requested` moves this task to (None: it stays), or Conflict.

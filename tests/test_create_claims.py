@@ -39,7 +39,7 @@ def agent(alice, scripted_model) -> Agent:
 
 
 def create(alice, agent: Agent, text: str) -> tuple[Task, list[str]]:
-    """The task API's create as a member calls it; (the task as created, the SQL it ran)."""
+    """The task API's create, as the runtime's sub-agents call it; (the task as created, the SQL it ran)."""
     actor = Actor(alice.org.id, SYSTEM)
     with CaptureQueriesContext(connection) as ctx:
         task = actions.create_task(actor, agent.id, TaskCreateIn(input={"text": text}, events_streaming=True))

@@ -45,6 +45,19 @@ def test_a_traceback_loses_them_too():
     assert "sk-in-the-query" not in line
 
 
+def test_a_raw_at_sign_in_a_password_hides_all_of_it():
+    assert redact_urls("redis://:p@ss@cache:6379/0 and https://medium.test/@alice/post") == (
+        f"redis://{HIDDEN}@cache:6379/0 and https://medium.test/@alice/post"
+    )
+
+
+def test_djangos_own_handlers_are_gone():
+    """Django's default config gives `django` a console handler of its own (a second, unredacted
+    line under DEBUG) and mail to admins; its lines go through the server's one handler instead."""
+    django_logger = logging.getLogger("django")
+    assert django_logger.handlers == [] and django_logger.propagate
+
+
 def test_text_without_a_url_is_left_alone():
     for text in ("no url ?a=b", "task 3 finished in 1.2 s", "path /api/x?since=3", "mailto-like a@b.c"):
         assert redact_urls(text) == text

@@ -92,9 +92,7 @@ def test_the_server_drives_builtin_status(alice, builtin_agent):
     )
 
 
-def test_a_create_counts_its_first_entry_and_event_in_its_insert(
-    alice, builtin_agent, django_assert_max_num_queries
-):
+def test_a_create_counts_its_first_entry_and_event_in_its_insert(alice, builtin_agent):
     """No UPDATE of the new row: last_seq and last_activity go in with the INSERT, and the
     task_created snapshot and the response ask no sub-task query (a new task has none)."""
 

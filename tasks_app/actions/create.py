@@ -142,7 +142,7 @@ def _create(
         task.last_activity, task.last_seq = 1, 1
         task.save(force_insert=True)
         task.last_activity, task.last_seq = 0, 0  # the stores below append at 1 and count to 1 again
-        task.has_no_sub_tasks()  # just made: its snapshots (the event, the response) need no query
+        task.mark_no_sub_tasks()  # just made: its snapshots (the event, the response) need no query
         if data.user_tokens and parent is None:
             vault.hold_task_tokens(agent, owner, data.user_tokens)
         _store_activity(task, [(ActivityKind.MESSAGE, _user_message(task, task.input_text, files))])
@@ -161,7 +161,8 @@ def _claim_new(task: Task, seat: dispatch.Seat) -> Task:
 
     The same row and events as a claim by the pool (actions.claim_task): executing under the
     pool's lease, attempt 1, task_created then task_updated. `task` itself stays as created (the
-    create's response); the run gets a copy of its own, as the claim's read would give it.
+    create's response); the run gets a copy of its own, as the claim's read would give it. The copy
+    is shallow: the two share the JSON fields' values and the agent, which neither changes in place.
     """
     created = _snapshot(task)
     run = copy.copy(task)
@@ -170,7 +171,7 @@ def _claim_new(task: Task, seat: dispatch.Seat) -> Task:
     run.lease_expires_at = now + timezone.timedelta(seconds=seat.lease_seconds)
     run.started_at = run.updated_at = now
     _store_events(run, [("task_created", created), ("task_updated", _snapshot(run))])
-    run.__dict__.pop("_no_sub_tasks", None)  # the run may delegate: later snapshots ask again
+    run.forget_no_sub_tasks()  # the run may delegate: later snapshots ask again
     Task.objects.filter(pk=task.id).update(
         status=run.status,
         lease_owner=run.lease_owner,

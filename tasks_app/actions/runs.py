@@ -55,10 +55,10 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
         # With its agent: the run starts from this object and reads neither row again.
         task = Task.objects.select_for_update(of=("self",)).select_related("agent").get(pk=task_id)
         if task.turns == 1 and task.attempts == 1:  # its first run is only starting: no sub-task yet
-            task.has_no_sub_tasks()
+            task.mark_no_sub_tasks()
         task.last_seq -= 1  # appended as the seq the claim reserved
         _store_events(task, [("task_updated", _snapshot(task))])
-        task.__dict__.pop("_no_sub_tasks", None)  # the run goes on with this object and may delegate
+        task.forget_no_sub_tasks()  # the run goes on with this object and may delegate
     return task
 
 

@@ -40,6 +40,9 @@ def _pending_ids(limit: int) -> list[str]:
     )
 
 
+# How long a stopping pool waits for creates holding a seat to commit and hand their task back.
+SEAT_WAIT_SECONDS = 5.0
+
 # Its own threads: a renewal queued behind busy runs' writes would let leases lapse.
 _renew = sync_to_async(actions.renew_leases, thread_sensitive=False)
 
@@ -60,6 +63,7 @@ class _Seat:
         self._pool._seat_taken_up(self, task)
 
     def give_back(self) -> None:
+        """The create failed (or never committed): the slot is free again. After start(), a no-op."""
         self._pool._settle(self)
 
 
@@ -90,7 +94,8 @@ class WorkerPool:
         log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
 
     async def stop(self) -> None:
-        self._stopping = True  # no new seats; a seat taken up from now on hands its task back
+        with self._seats_lock:
+            self._stopping = True  # no new seats; a seat taken up from now on hands its task back
         dispatch.unregister(self)
         for t in self._loops:
             t.cancel()
@@ -98,6 +103,12 @@ class WorkerPool:
             release_on_cancel(task_id)
             t.cancel(SHUTDOWN)
         await asyncio.gather(*self._loops, *self.running.values(), return_exceptions=True)
+        # Creates that hold a seat commit (or fail) within a transaction's time: their tasks are
+        # handed back here rather than left to lapse (a lapsed lease costs the task an attempt).
+        deadline = asyncio.get_running_loop().time() + SEAT_WAIT_SECONDS
+        while self._seats and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*self._handing_back, return_exceptions=True)
 
     # Thread-safe hints from the task API (they may come from a sync_to_async thread).
     def submit(self, task_id: str) -> None:
@@ -115,22 +126,20 @@ class WorkerPool:
         task then goes through the queue (hint and claim) as before.
         """
         loop = self.loop
-        if loop is None or loop.is_closed() or self._stopping:
+        if loop is None or loop.is_closed():
             return None
         with self._seats_lock:
-            if len(self.running) + self._seats >= self.concurrency:
+            if self._stopping or len(self.running) + self._seats >= self.concurrency:
                 return None
             self._seats += 1
         return _Seat(self)
 
-    def _settle(self, seat: _Seat) -> bool:
-        """Free `seat`'s slot once; False if it was already settled."""
+    def _settle(self, seat: _Seat) -> None:
+        """Free `seat`'s slot, once (a second call does nothing)."""
         with self._seats_lock:
-            if seat.settled:
-                return False
-            seat.settled = True
-            self._seats -= 1
-            return True
+            if not seat.settled:
+                seat.settled = True
+                self._seats -= 1
 
     def _seat_taken_up(self, seat: _Seat, task: Task) -> None:
         """From the create's thread, after its commit: start the run on the pool's loop."""
@@ -157,10 +166,22 @@ class WorkerPool:
             self._handing_back.add(back)  # the loop keeps only weak references to tasks
             back.add_done_callback(self._handing_back.discard)
             return
-        self.running[task.id] = asyncio.create_task(self._execute(task.id, task))
+        self._start_run(task.id, task)
         self._settle(seat)  # after the run counts in `running`: the pool is never over-committed
 
+    def _start_run(self, task_id: str, claimed: Task) -> asyncio.Task:
+        """Run a task claimed for this pool; it counts in `running` until its run is over.
+
+        Removed by a done-callback, not by the run itself: a run cancelled before its first step
+        (a stop right after the claim) never executes its body, and would hold its slot forever.
+        """
+        run = asyncio.create_task(self._execute(task_id, claimed))
+        self.running[task_id] = run
+        run.add_done_callback(lambda t: self.running.pop(task_id) if self.running.get(task_id) is t else None)
+        return run
+
     async def _hand_back(self, task_id: str) -> None:
+        """Give a task claimed for this stopping pool back to the queue (pending, no lease)."""
         try:
             await actions.arelease_task(task_id, self.worker_id)
         except Exception:  # its lease lapses and the reaper gives it back instead
@@ -194,17 +215,22 @@ class WorkerPool:
                 next_poll = loop.time() + settings.WORKER_POLL_SECONDS
                 candidates += await sync_to_async(_pending_ids)(free)
             for task_id in dict.fromkeys(candidates):
-                if len(self.running) + self._seats >= self.concurrency or task_id in self.running:
+                if task_id in self.running:
                     continue
+                # A seat of its own while it claims: creates take theirs meanwhile, on other threads.
+                seat = self.take_seat()
+                if seat is None:
+                    break  # full (or stopping): the poll finds the rest later
                 try:
                     task = await actions.aclaim_task(task_id, self.worker_id, settings.WORKER_LEASE_SECONDS)
                 except Exception:
                     log.exception("claiming task %s failed", task_id)
-                    continue
+                    task = None
                 if task is not None:
-                    self.running[task_id] = asyncio.create_task(self._execute(task_id, task))
-            if len(self.running) >= self.concurrency:
-                await asyncio.sleep(0.05)  # full: let runs finish before looking again
+                    self._start_run(task_id, task)
+                self._settle(seat)
+            if len(self.running) + self._seats >= self.concurrency:
+                await asyncio.sleep(0.05)  # full: let runs finish (and seats settle) before looking again
 
     async def _execute(self, task_id: str, claimed: Task | None = None) -> None:
         self._ensure_lease_loop()
@@ -218,8 +244,6 @@ class WorkerPool:
             await actions.afinish_task(
                 task_id, Status.ERROR, "The worker failed while running this task", worker_id=self.worker_id
             )
-        finally:
-            self.running.pop(task_id, None)
 
     def _ensure_lease_loop(self) -> None:
         """Start the pool's one lease heartbeat with its first run (every pool class runs through here)."""
