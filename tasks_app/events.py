@@ -3,7 +3,8 @@
 Every transport (SSE, the console's websocket) and every wait (stop-and-wait, sub-agent waits) uses
 `follow`. Its rules: subscribe to the task's channel-layer group BEFORE reading the log, so nothing
 falls between the two; page through the log; trust a group message only when it continues exactly
-where the last event left off; on a gap, a quiet period or a final status, the log decides. Reads run
+where the last event left off; on a gap, a quiet period or a final status, the log decides (but a
+final status whose message ends with the finish's own task_finished ends the follow at once). Reads run
 on a few shared threads (SSE_READ_THREADS), so a follower costs no thread and no DB connection.
 
 Quiet followers cost one query per beat between all of them, not two each: keep-alive beats fall on
@@ -245,6 +246,10 @@ async def follow(
                 last, last_type = fresh[-1]["seq"], fresh[-1]["type"]
                 yield fresh
                 if status in TERMINAL_STATUSES:
+                    if until is Until.FINAL_STATUS and last_type == "task_finished":
+                        # A finish's commit ends with its task_finished (actions.rows._finish), and
+                        # every event up to it was yielded in order: the log would add nothing.
+                        return
                     break  # a final status: the log decides whether all of it was yielded
     finally:
         await layer.group_discard(group, channel)

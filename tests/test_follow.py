@@ -136,6 +136,20 @@ async def test_it_ends_on_a_final_status_even_when_the_log_goes_on_after_task_fi
     assert [e["type"] for e in got[-1]][-2:] == ["task_finished", "task_updated"]
 
 
+async def test_a_live_finish_ends_the_follow_without_reading_the_log_again(alice, running):
+    """A finish's commit ends with its task_finished: when its message continues the log, the
+    follow ends there (what a later commit appends, here a rename, is not waited for)."""
+    items = follow(running.id, 0, keepalive=QUIET)
+    assert seqs([await nxt(items)]) == [1, 2]  # subscribed, the log read
+    await update(alice, running, status="completed")
+    await update(alice, running, title="Renamed afterwards")  # seq 5, in the log before we look
+    tail = await rest(items)
+    assert [(e["seq"], e["type"]) for batch in tail for e in batch] == [
+        (3, "task_updated"),
+        (4, "task_finished"),
+    ]
+
+
 async def test_in_turn_mode_it_ends_right_after_the_turns_task_finished(alice, running):
     items = follow(running.id, 2, until=Until.TASK_FINISHED, keepalive=QUIET)
     assert await nxt(items) == []

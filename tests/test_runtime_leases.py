@@ -135,3 +135,18 @@ def test_only_a_first_claim_skips_the_sub_task_lookup(alice, builtin_agent, exte
     claimed_again = TaskEvent.objects.filter(task_id=task["id"], type="task_updated").order_by("-seq").first()
     assert claimed_again.data["status"] == "executing"
     assert claimed_again.data["sub_executions"] == [child.id]
+
+
+def test_a_finish_stores_the_runs_last_events_with_its_own_in_one_insert(alice, builtin_agent):
+    """The run's last chunk and the final task_updated and task_finished: one INSERT, in seq order."""
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    actions.claim_task(task["id"], "w1", 30)
+    with CaptureQueriesContext(connection) as ctx:
+        actions.finish_task(
+            task["id"], "completed", "ok", worker_id="w1", events=[("chunk", "the end")], secrets=[]
+        )
+    inserts = [q for q in ctx.captured_queries if q["sql"].startswith('INSERT INTO "tasks_app_taskevent"')]
+    assert len(inserts) == 1
+    stored = list(TaskEvent.objects.filter(task_id=task["id"]).order_by("seq").values_list("seq", "type"))
+    assert stored[-3:] == [(3, "chunk"), (4, "task_updated"), (5, "task_finished")]
+    assert Task.objects.get(pk=task["id"]).last_seq == 5

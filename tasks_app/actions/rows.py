@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.utils import timezone
@@ -61,10 +62,14 @@ def _finish(
     manually: bool = False,
     duration: float | None = None,
     also: tuple[str, ...] = (),
+    last_events: Iterable[tuple[str, Any]] = (),
+    secrets: Iterable[str] | None = None,
 ) -> None:
     """Give the task its final status and append task_updated + task_finished, in ONE row UPDATE.
 
     `also`: other columns the caller changed on `task` (tokens, last_activity...), saved with it.
+    `last_events`: events to store first, in the same INSERT (a run's last output), masked with
+    `secrets` (the task's own are read when None).
     """
     now = timezone.now()
     task.status = status
@@ -80,7 +85,7 @@ def _finish(
     task.duration = round(before + (now - turn_started).total_seconds(), 3) if duration is None else duration
     task.updated_at = now
     snapshot = _snapshot(task)
-    _store_events(task, [("task_updated", snapshot), ("task_finished", snapshot)])
+    _store_events(task, [*last_events, ("task_updated", snapshot), ("task_finished", snapshot)], secrets)
     task.save(
         update_fields=[
             "status",

@@ -179,7 +179,6 @@ def finish_task(
             secrets = _task_secrets(task) if secrets is None else list(secrets)
             if _store_activity(task, activity, secrets):
                 also.append("last_activity")
-            _store_events(task, events, secrets)  # last_seq is saved by _finish
         if tokens:
             task.tokens = _add_tokens(task.tokens, tokens)
             also.append("tokens")
@@ -191,7 +190,8 @@ def finish_task(
                 task, [(ActivityKind.MESSAGE, {"role": "agent", "content": {"text": final_message}})]
             )
             also.append("last_activity")
-        _finish(task, status, result, also=tuple(dict.fromkeys(also)))
+        # The run's last events go in the final events' INSERT (last_seq is saved by _finish).
+        _finish(task, status, result, also=tuple(dict.fromkeys(also)), last_events=events, secrets=secrets)
     return task
 
 
