@@ -4,6 +4,7 @@ charlie owns org B. Each has an API key; `api` fixtures call the REST API as the
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +154,27 @@ def daphne_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_session_left_on_the_test_database(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """At the end, end the test database's other sessions, so Django can drop it (PostgreSQL).
+
+    The runtime's long-lived threads (the group writer, the followers' read threads, the request
+    lanes) keep their connections for the life of the process; on PostgreSQL those sessions made
+    the drop fail ("being accessed by other users") and left a test database on the server per run.
+    Set up after django_db_setup, so this runs before its teardown drops the database.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
