@@ -156,14 +156,14 @@ def daphne_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _no_session_left_on_the_test_database(django_db_setup, django_db_blocker) -> Iterator[None]:
-    """At the end, end the test database's other sessions, so Django can drop it (PostgreSQL).
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """pytest-django's test database, whose other sessions end before it is dropped (PostgreSQL).
 
     The runtime's long-lived threads (the group writer, the followers' read threads, the request
     lanes) keep their connections for the life of the process; on PostgreSQL those sessions made
     the drop fail ("being accessed by other users") and left a test database on the server per run.
-    Set up after django_db_setup, so this runs before its teardown drops the database.
+    An override of the same name, so the database is still made only for tests that use it.
     """
     yield
     from django.db import connection
@@ -171,9 +171,9 @@ def _no_session_left_on_the_test_database(django_db_setup, django_db_blocker) ->
     if connection.vendor != "postgresql":
         return
     with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute(
+        cursor.execute(  # our own sessions only: DROP DATABASE deals with autovacuum itself
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND usename = current_user"
         )
 
 

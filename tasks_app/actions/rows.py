@@ -70,6 +70,9 @@ def _finish(
     `also`: other columns the caller changed on `task` (tokens, last_activity...), saved with it.
     `last_events`: events to store first, in the same INSERT (a run's last output), masked with
     `secrets` (the task's own are read when None).
+
+    The rule live followers rely on (events.follow ends on a live task_finished): nothing is appended
+    to the task's log after this in the same transaction; every caller returns right after it.
     """
     now = timezone.now()
     task.status = status
