@@ -8,7 +8,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from console import crypto, vault
 from console.access import SYSTEM, Actor
@@ -25,7 +24,7 @@ from tasks_app.actions.log import (
     task_user_tokens,
 )
 from tasks_app.actions.reads import get_agent
-from tasks_app.actions.rows import _require_writer, _save, _snapshot
+from tasks_app.actions.rows import _claim_columns, _require_writer, _save, _snapshot
 from tasks_app.models import (
     TERMINAL_STATUSES,
     ActivityKind,
@@ -166,21 +165,12 @@ def _claim_new(task: Task, seat: dispatch.Seat) -> Task:
     """
     created = _snapshot(task)
     run = copy.copy(task)
-    now = timezone.now()
-    run.status, run.lease_owner, run.attempts = Status.EXECUTING, seat.worker_id, 1
-    run.lease_expires_at = now + timezone.timedelta(seconds=seat.lease_seconds)
-    run.started_at = run.updated_at = now
+    claim = {**_claim_columns(seat.worker_id, seat.lease_seconds), "attempts": 1}
+    for column, value in claim.items():
+        setattr(run, column, value)
     _store_events(run, [("task_created", created), ("task_updated", _snapshot(run))])
     run.forget_no_sub_tasks()  # the run may delegate: later snapshots ask again
-    Task.objects.filter(pk=task.id).update(
-        status=run.status,
-        lease_owner=run.lease_owner,
-        lease_expires_at=run.lease_expires_at,
-        started_at=now,
-        attempts=1,
-        updated_at=now,
-        last_seq=run.last_seq,
-    )
+    Task.objects.filter(pk=task.id).update(**claim, last_seq=run.last_seq)
     return run
 
 

@@ -45,6 +45,21 @@ def _task_row_for_update(task_id: str, *columns: str) -> Task:
     return (rows.only(*columns) if columns else rows).get(pk=task_id)
 
 
+def _claim_columns(worker_id: str, lease_seconds: float) -> dict[str, Any]:
+    """What a claim sets on a task's row: executing under `worker_id`'s lease, started now.
+
+    One definition for the pool's claim (runs.claim_task) and a create's own (create._claim_new).
+    """
+    now = timezone.now()
+    return {
+        "status": Status.EXECUTING,
+        "lease_owner": worker_id,
+        "lease_expires_at": now + timezone.timedelta(seconds=lease_seconds),
+        "started_at": now,
+        "updated_at": now,
+    }
+
+
 def _save(task: Task, *fields: str) -> None:
     task.updated_at = timezone.now()
     task.save(update_fields=[*fields, "updated_at"])

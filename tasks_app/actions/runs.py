@@ -20,7 +20,14 @@ from tasks_app.actions.log import (
     _store_events,
     _task_secrets,
 )
-from tasks_app.actions.rows import _finish, _save, _snapshot, _task_for_update, _task_row_for_update
+from tasks_app.actions.rows import (
+    _claim_columns,
+    _finish,
+    _save,
+    _snapshot,
+    _task_for_update,
+    _task_row_for_update,
+)
 from tasks_app.models import (
     TERMINAL_STATUSES,
     ActivityKind,
@@ -36,18 +43,12 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
 
     The claimed task comes back with its agent loaded, as the run needs them (runner.run_turn).
     """
-    now = timezone.now()
-    expires = now + timezone.timedelta(seconds=lease_seconds)
     with transaction.atomic():
         claimed = Task.objects.filter(
             pk=task_id, status=Status.PENDING, stop_requested_at__isnull=True
         ).update(
-            status=Status.EXECUTING,
-            lease_owner=worker_id,
-            lease_expires_at=expires,
-            started_at=now,
+            **_claim_columns(worker_id, lease_seconds),
             attempts=F("attempts") + 1,
-            updated_at=now,
             last_seq=F("last_seq") + 1,  # the seq of the task_updated below: no second UPDATE
         )
         if not claimed:
