@@ -91,6 +91,13 @@ def test_it_leaves_out_tasks_before_the_range(alice):
     seed(alice.org, "Old", ["completed"], [1.0], timedelta(days=10))
     html = signed_in(alice).get("/dashboard/?range=7d").content.decode()
     assert "0 tasks" in html and "Old" not in html.split("Failure rate per agent", 1)[1]
+    # The range reads with both its dates: a week back, to today (not only today's time).
+    from django.utils import timezone
+
+    today = timezone.localtime().strftime("%Y-%m-%d")
+    assert re.search(
+        rf"tasks from <time[^>]*>\d{{4}}-\d\d-\d\d \d\d:\d\d</time> to <time[^>]*>{today} ", html
+    )
     assert "Old" in signed_in(alice).get("/dashboard/?range=30d").content.decode()
 
 
