@@ -16,7 +16,8 @@ instead of given back.
 An async streaming response (an event stream) gives its lane back as soon as it starts: the view
 and the middleware are done by then, and the stream reads through the shared pool in
 `tasks_app.sse`. What the request does after that (closing the response, and whatever its body
-still runs thread-sensitively) runs on a thread of its own, outside the lanes.
+still runs thread-sensitively) runs on a thread of its own, outside the lanes: one of a few kept
+idle threads, given back clean at the stream's end like a lane.
 """
 
 from __future__ import annotations
@@ -39,21 +40,29 @@ from django.http import HttpResponseBase
 
 
 class _Lanes:
-    """The idle long-lived request threads of this process (each a one-thread executor)."""
+    """The idle long-lived request threads of this process (each a one-thread executor).
 
-    def __init__(self) -> None:
+    `keep`: how many idle lanes are kept; one given back beyond that is shut down instead.
+    """
+
+    def __init__(self, name: str = "request", keep: int | None = None) -> None:
         self._idle: list[ThreadPoolExecutor] = []
         self._lock = threading.Lock()
+        self._name = name
+        self._keep = keep
 
     def take(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
 
     def give_back(self, lane: ThreadPoolExecutor) -> None:
         with self._lock:
-            self._idle.append(lane)
+            if self._keep is None or len(self._idle) < self._keep:
+                self._idle.append(lane)
+                return
+        lane.shutdown(wait=False)
 
     def idle(self) -> int:
         with self._lock:
@@ -61,6 +70,9 @@ class _Lanes:
 
 
 lanes = _Lanes()
+# A stream's thread after its lane is let go (see the module doc). Kept too, a few: starting a thread
+# per stream (Thread.start waits for the thread on the event loop) was ~4 % of the loop's CPU at c32.
+tails = _Lanes("request-tail", keep=64)
 
 
 def _leaves_a_transaction_open() -> bool:
@@ -104,7 +116,7 @@ class RequestThread(Executor):
         # The stream's own thread for the rest of its life: its body may still use the database
         # (exports, a worker stream's detach), and one request's calls stay on one thread.
         if self._spare is None:
-            self._spare = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-tail")
+            self._spare = tails.take()
         return self._spare.submit(fn, *args, **kwargs)
 
     def let_go(self) -> None:
@@ -123,7 +135,19 @@ class RequestThread(Executor):
         self.let_go()
         spare, self._spare = self._spare, None
         if spare is not None:
-            spare.shutdown(wait=wait, cancel_futures=cancel_futures)
+            # Queued behind the request's own calls on that thread: given back only once they are
+            # done, and only clean (no transaction left open), as a lane is.
+            retired = spare.submit(_retire_tail, spare)
+            if wait:
+                retired.result()
+
+
+def _retire_tail(tail: ThreadPoolExecutor) -> None:
+    """On a stream's thread, after its last call: back to `tails`, or shut down if left dirty."""
+    if _leaves_a_transaction_open():
+        tail.shutdown(wait=False)
+    else:
+        tails.give_back(tail)
 
 
 _request_thread: ContextVar[RequestThread] = ContextVar("request_thread")

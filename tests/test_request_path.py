@@ -5,6 +5,7 @@ form keeps its CSRF check."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,8 +14,9 @@ import uuid
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection, transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.test import Client
 from django.urls import path, resolve
 
@@ -49,9 +51,52 @@ def _what_the_connection_holds(request: HttpRequest, name: str) -> JsonResponse:
     )
 
 
+def _stream_from_its_thread(request: HttpRequest, name: str) -> StreamingHttpResponse:
+    """An event stream whose body uses the database on the stream's own thread (as exports do)."""
+
+    async def body():
+        yield json.dumps(await sync_to_async(_what_the_connection_holds_now)(name))
+
+    return StreamingHttpResponse(body(), content_type="text/event-stream")
+
+
+_this_thread = threading.local()
+
+
+def _thread_token() -> str:
+    """This thread's own mark (an ident may be reused by a thread started after this one ended)."""
+    if not hasattr(_this_thread, "token"):
+        _this_thread.token = uuid.uuid4().hex
+    return _this_thread.token
+
+
+def _what_the_connection_holds_now(name: str) -> dict:
+    return {
+        "thread": _thread_token(),
+        "ident": threading.get_ident(),
+        "in_atomic_block": connection.in_atomic_block,
+        "row_exists": Organization.objects.filter(name=name).exists(),
+    }
+
+
+def _stream_that_leaves_a_transaction_open(request: HttpRequest, name: str) -> StreamingHttpResponse:
+    async def body():
+        yield json.dumps(await sync_to_async(_open_and_write)(name))
+
+    return StreamingHttpResponse(body(), content_type="text/event-stream")
+
+
+def _open_and_write(name: str) -> dict:
+    transaction.atomic().__enter__()
+    Organization.objects.create(name=name)
+    return {"thread": _thread_token(), "ident": threading.get_ident()}
+
+
 urlpatterns = [
     path("leak/<str:name>", _leave_a_transaction_open),
     path("look/<str:name>", _what_the_connection_holds),
+    path("stream/<str:name>", _stream_from_its_thread),
+    path("stream-leak/<str:name>", _stream_that_leaves_a_transaction_open),
     path("api/look/<str:name>", _what_the_connection_holds),  # the API's chain: no console middleware
 ]
 
@@ -92,6 +137,45 @@ async def test_no_transaction_carries_over_to_the_next_request(one_lane):
     assert after["in_atomic_block"] is False and after["autocommit"] is True
     assert after["row_exists"] is False
     assert again["thread"] == after["thread"]  # a clean lane is reused as before
+    assert not await Organization.objects.filter(name=name).aexists()
+
+
+async def until(condition, what: str) -> None:
+    """Wait for something the handler does after the client has its response (its last hop)."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not seen: {what}")
+
+
+def alive(ident: int) -> bool:
+    return any(t.ident == ident for t in threading.enumerate())
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_thread_is_kept_for_the_next_stream(one_lane):
+    """A stream's thread (after its lane is let go) is given back at its end, not ended and started anew."""
+    async with one_lane as client:
+        idle = handler_module.tails.idle()
+        first = json.loads((await client.get("/stream/nothing")).text)
+        await until(lambda: handler_module.tails.idle() > idle, "the stream's thread given back")
+        second = json.loads((await client.get("/stream/nothing")).text)
+    assert second["thread"] == first["thread"]
+    assert alive(first["ident"])
+    assert second["in_atomic_block"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_thread_left_in_a_transaction_is_not_kept(one_lane):
+    name = f"leaked {uuid.uuid4().hex[:8]}"
+    async with one_lane as client:
+        leak = json.loads((await client.get(f"/stream-leak/{name}")).text)
+        await until(lambda: not alive(leak["ident"]), "the leaking stream's thread ended")
+        after = json.loads((await client.get(f"/stream/{name}")).text)
+    assert after["thread"] != leak["thread"]
+    assert after["in_atomic_block"] is False
+    assert after["row_exists"] is False  # rolled back with the connection closed
     assert not await Organization.objects.filter(name=name).aexists()
 
 
