@@ -378,12 +378,19 @@ class Stream:
 
 
 async def follow_checked(sse: httpx.AsyncClient, task_id: str) -> Stream:
-    """Read the task's SSE stream to task_finished, keeping every frame's id (its event seq)."""
+    """Read the task's SSE stream to its end, keeping every frame's id (its event seq).
+
+    To its end, as LangGraph's client reads `/runs/stream`: the server ends the stream after
+    `task_finished`, and a client that hangs up first makes the next run open a new connection.
+    A frame after `task_finished` is an error.
+    """
     out = Stream()
     etype, eid = "", None
     async with sse.stream("GET", f"/agent-execution/{task_id}/events") as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
+            if out.final is not None and line.startswith(("id: ", "event: ", "data: ")):
+                raise RuntimeError(f"task {task_id}: a frame after task_finished: {line[:80]!r}")
             if line.startswith("id: "):
                 eid = int(line[4:])
             elif line.startswith("event: "):
@@ -398,7 +405,6 @@ async def follow_checked(sse: httpx.AsyncClient, task_id: str) -> Stream:
                 elif etype == "task_finished":
                     out.finished_at = time.perf_counter()
                     out.final = json.loads(line[6:])["data"]
-                    break
     return out
 
 
