@@ -31,17 +31,27 @@ from tests.live import LiveServer, server_env
 # ---- in process: the handler's lanes, driven over ASGI ------------------------------------------
 
 
+_this_thread = threading.local()
+
+
+def _thread_token() -> str:
+    """This thread's own mark (an ident may be reused by a thread started after this one ended)."""
+    if not hasattr(_this_thread, "token"):
+        _this_thread.token = uuid.uuid4().hex
+    return _this_thread.token
+
+
 def _leave_a_transaction_open(request: HttpRequest, name: str) -> JsonResponse:
     """A view that enters a transaction, writes, and never leaves it (as a bug would)."""
     transaction.atomic().__enter__()
     Organization.objects.create(name=name)
-    return JsonResponse({"thread": threading.get_ident()})
+    return JsonResponse({"thread": _thread_token()})
 
 
 def _what_the_connection_holds(request: HttpRequest, name: str) -> JsonResponse:
     return JsonResponse(
         {
-            "thread": threading.get_ident(),
+            "thread": _thread_token(),
             "connection": id(connection.connection) if connection.connection else None,
             "in_atomic_block": connection.in_atomic_block,
             "autocommit": connection.get_autocommit(),
@@ -58,16 +68,6 @@ def _stream_from_its_thread(request: HttpRequest, name: str) -> StreamingHttpRes
         yield json.dumps(await sync_to_async(_what_the_connection_holds_now)(name))
 
     return StreamingHttpResponse(body(), content_type="text/event-stream")
-
-
-_this_thread = threading.local()
-
-
-def _thread_token() -> str:
-    """This thread's own mark (an ident may be reused by a thread started after this one ended)."""
-    if not hasattr(_this_thread, "token"):
-        _this_thread.token = uuid.uuid4().hex
-    return _this_thread.token
 
 
 def _what_the_connection_holds_now(name: str) -> dict:
@@ -92,10 +92,29 @@ def _open_and_write(name: str) -> dict:
     return {"thread": _thread_token(), "ident": threading.get_ident()}
 
 
+def _stream_after_leaving_a_transaction_open(request: HttpRequest, name: str) -> StreamingHttpResponse:
+    """A streaming view that enters a transaction on its lane, writes, and never leaves it."""
+    transaction.atomic().__enter__()
+    Organization.objects.create(name=name)
+    lane = _thread_token()
+
+    async def body():
+        yield json.dumps({"thread": lane})
+
+    return StreamingHttpResponse(body(), content_type="text/event-stream")
+
+
+async def _answered_on_the_loop(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"on": "loop"})
+
+
 urlpatterns = [
+    path("loop", _answered_on_the_loop),
+    path("stream-after-leak/<str:name>", _stream_after_leaving_a_transaction_open),
     path("leak/<str:name>", _leave_a_transaction_open),
     path("look/<str:name>", _what_the_connection_holds),
     path("stream/<str:name>", _stream_from_its_thread),
+    path("api/stream/<str:name>", _stream_from_its_thread),  # the API's chain
     path("stream-leak/<str:name>", _stream_that_leaves_a_transaction_open),
     path("api/look/<str:name>", _what_the_connection_holds),  # the API's chain: no console middleware
 ]
@@ -198,8 +217,94 @@ async def test_header_middleware_runs_on_the_loop_and_still_sets_its_headers(one
     assert r.headers["Referrer-Policy"] == "same-origin"  # security
     assert "default-src" in r.headers["Content-Security-Policy"]  # csp
     assert r.headers["Content-Length"] == str(len(r.content))  # common
-    # request_started, the view, the response's close: not 6 more for the four middleware's hooks
+    # the view (request_started's receivers at its start), the response's close: not 6 more for
+    # the four middleware's hooks, nor one for request_started
+    assert len(hops) == 2, hops
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_lets_its_lane_go_without_a_hop_when_its_view_left_it_clean(one_lane, monkeypatch):
+    hops: list[str] = []
+    submit = RequestThread.submit
+
+    def counted(self, fn, /, *args, **kwargs):
+        hops.append(repr(fn))
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(RequestThread, "submit", counted)
+    async with one_lane as client:
+        r = await client.get("/api/stream/nothing")
+    assert r.status_code == 200
+    # the view (with request_started's receivers), the body's call and the close on the stream's
+    # thread: no call of its own for request_started, nor to look at the lane before letting it go
     assert len(hops) == 3, hops
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_whose_view_left_a_transaction_open_retires_its_lane(one_lane):
+    name = f"leaked {uuid.uuid4().hex[:8]}"
+    async with one_lane as client:
+        leak = json.loads((await client.get(f"/stream-after-leak/{name}")).text)
+        after = (await client.get(f"/look/{name}")).json()
+    assert after["thread"] != leak["thread"]  # the lane was retired, not given back
+    assert after["in_atomic_block"] is False and after["autocommit"] is True
+    assert after["row_exists"] is False
+    assert not await Organization.objects.filter(name=name).aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_request_started_runs_on_the_requests_thread_before_its_view(one_lane):
+    """request_started's receivers run first in the view's call, on its thread: not a hop of their own."""
+    from django.core.signals import request_started
+
+    seen: list[tuple[str, str]] = []
+
+    def started(sender, **kwargs):
+        assert kwargs["scope"]["path"] == "/look/nothing"  # Django's arguments, as asend gave them
+        seen.append(("started", _thread_token()))
+
+    request_started.connect(started, dispatch_uid="test.started")
+    try:
+        async with one_lane as client:
+            first = (await client.get("/look/nothing")).json()
+            second = (await client.get("/look/nothing")).json()
+    finally:
+        request_started.disconnect(dispatch_uid="test.started")
+    assert seen == [("started", first["thread"]), ("started", second["thread"])]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_that_never_calls_its_thread_still_sends_request_started(one_lane):
+    """No call on the request's thread before its close (an async view): the receivers run first in
+    the close's call, before request_finished's."""
+    from django.core.signals import request_finished, request_started
+
+    order: list[str] = []
+    request_started.connect(lambda **kw: order.append("started"), dispatch_uid="test.s", weak=False)
+    request_finished.connect(lambda **kw: order.append("finished"), dispatch_uid="test.f", weak=False)
+    try:
+        async with one_lane as client:
+            r = await client.get("/loop")
+    finally:
+        request_started.disconnect(dispatch_uid="test.s")
+        request_finished.disconnect(dispatch_uid="test.f")
+    assert r.status_code == 200
+    assert order == ["started", "finished"]
+
+
+def test_the_copy_of_djangos_handle_is_of_the_django_it_was_made_from():
+    """StreamingASGIHandler.handle is Django 6.1's ASGIHandler.handle with request_started moved:
+    if Django's changes, review the copy (and then update this digest)."""
+    import hashlib
+    import inspect
+
+    from django.core.handlers.asgi import ASGIHandler
+
+    source = inspect.getsource(ASGIHandler.handle)
+    assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_HANDLE_SHA256
+
+
+DJANGO_HANDLE_SHA256 = "c91f27c7fcdc3fff4f1c7082e91cb30f0bfaa5781ca632a116b1d9e607fd752a"
 
 
 def test_only_plain_mixin_middleware_is_run_inline():
