@@ -5,6 +5,7 @@ from __future__ import annotations
 from console.access import Actor
 from console.errors import Invalid, NotFound
 from console.models import Agent
+from console.prepared import KeyedRead
 from tasks_app.models import (
     ActivityEntry,
     Status,
@@ -15,9 +16,14 @@ from tasks_app.models import (
 
 def get_agent(actor: Actor, agent_id: str) -> Agent:
     try:
-        return Agent.objects.get(pk=agent_id, organization_id=actor.organization_id)
+        return _AGENT.get(agent_id, actor.organization_id)  # every create reads it: compiled once
     except (Agent.DoesNotExist, ValueError):
         raise NotFound(f"Agent {agent_id} not found") from None
+
+
+_AGENT = KeyedRead(
+    Agent, lambda agent_id, org_id: Agent.objects.filter(pk=agent_id, organization_id=org_id), 2
+)
 
 
 def get_task(actor: Actor, task_id: str) -> Task:

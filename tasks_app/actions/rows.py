@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from console.access import Actor
 from console.errors import Forbidden, NotFound
 from console.masking import mask
 from console.models import Role
+from console.prepared import KeyedRead
 from tasks_app import wire
 from tasks_app.actions.log import _store_events, _task_secrets
 from tasks_app.models import (
@@ -39,10 +41,24 @@ def _task_row_for_update(task_id: str, *columns: str) -> Task:
     """The task's row alone, locked (no join with its agent); only `columns` when given.
 
     The runtime's writes never read the agent, and a progress batch reads a handful of columns:
-    loading every column of both rows per batch was most of a small write's cost.
+    loading every column of both rows per batch was most of a small write's cost. Each shape's SQL
+    is compiled once per thread (console.prepared), not per write.
     """
-    rows = Task.objects.select_for_update(of=("self",))
-    return (rows.only(*columns) if columns else rows).get(pk=task_id)
+    read = _TASK_ROW_READS.get(columns)
+    if read is None:
+        read = _TASK_ROW_READS[columns] = _task_row_read(columns)
+    return read.get(task_id)
+
+
+def _task_row_read(columns: tuple[str, ...]) -> KeyedRead[Task]:
+    def build(task_id: str) -> QuerySet[Task]:
+        rows = Task.objects.select_for_update(of=("self",))
+        return (rows.only(*columns) if columns else rows).filter(pk=task_id)
+
+    return KeyedRead(Task, build)
+
+
+_TASK_ROW_READS: dict[tuple[str, ...], KeyedRead[Task]] = {}  # by columns; the callers use two shapes
 
 
 def _claim_columns(worker_id: str, lease_seconds: float) -> dict[str, Any]:
