@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -38,10 +39,12 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.signals import request_finished
-from django.db import connections
+from django.db import close_old_connections, connections, reset_queries
 from django.dispatch import receiver
 from django.http import HttpResponseBase
 from django.urls import set_script_prefix
+
+log = logging.getLogger(__name__)
 
 
 class _Lanes:
@@ -116,6 +119,7 @@ class RequestThread(Executor):
         self.prelude: Callable[[], Any] | None = None
         # whether the lane's last call ended inside a transaction (None: no call has run on it yet)
         self.left_open: bool | None = None
+        self._last_call: Future | None = None  # the lane's last call (loop thread only)
 
     async def borrow(self) -> None:
         """Wait for a turn (at most WEB_DB_CONNECTIONS at once), then take a lane."""
@@ -130,7 +134,10 @@ class RequestThread(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         prelude, self.prelude = self.prelude, None
         if self._lane is not None:
-            return self._lane.submit(self._on_lane, prelude, fn, *args, **kwargs)
+            call = self._last_call = self._lane.submit(self._on_lane, prelude, fn, *args, **kwargs)
+            if prelude is not None:  # a call cancelled before it ran leaves the receivers still due
+                call.add_done_callback(functools.partial(self._still_due, prelude))
+            return call
         if prelude is not None:
             fn = functools.partial(_after, prelude, fn)
         # The stream's own thread for the rest of its life: its body may still use the database
@@ -146,10 +153,23 @@ class RequestThread(Executor):
         at whether it left a transaction open (so a stream can let its lane go without a hop)."""
         try:
             if prelude is not None:
-                prelude()
+                _run_prelude(prelude)
             return fn(*args, **kwargs)
         finally:
             self.left_open = _in_a_transaction()
+
+    def _still_due(self, prelude: Callable[[], Any], call: Future) -> None:
+        if call.cancelled() and self.prelude is None:
+            self.prelude = prelude
+
+    def idle_and_clean(self) -> bool:
+        """Whether the lane has no call queued or running and its last call left no transaction open
+        (then the lane may be let go without a call to look again)."""
+        return (
+            self.prelude is None
+            and self.left_open is False
+            and (self._last_call is not None and self._last_call.done())
+        )
 
     def let_go(self) -> None:
         """Give the lane back (or retire it if its request left a transaction open) and the turn."""
@@ -174,17 +194,39 @@ class RequestThread(Executor):
                 retired.result()
 
 
+def _run_prelude(prelude: Callable[[], Any]) -> None:
+    """request_started's own receivers (connection upkeep): a failure is logged, and the request's
+    call runs regardless, so its close still sends request_finished."""
+    try:
+        prelude()
+    except Exception:
+        log.exception("request_started's receivers failed")
+
+
 def _after(prelude: Callable[[], Any], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    prelude()
+    _run_prelude(prelude)
     return fn(*args, **kwargs)
 
 
 def _retire_tail(tail: ThreadPoolExecutor) -> None:
-    """On a stream's thread, after its last call: back to `tails`, or shut down if left dirty."""
+    """On a stream's thread, after its last call: back to `tails` with no connection kept (a kept
+    thread must not hold connections beyond WEB_DB_CONNECTIONS), or shut down if left dirty."""
     if _leaves_a_transaction_open():
         tail.shutdown(wait=False)
     else:
+        connections.close_all()
         tails.give_back(tail)
+
+
+# request_started's receivers that may run with the request's first call on its thread: Django's own,
+# which only look after this thread's connections. With any other receiver connected, the signal is
+# sent as Django sends it (`asend`, in the request's context, a call of its own).
+_DEFERRABLE_STARTED = frozenset({reset_queries, close_old_connections})
+
+
+def _started_receivers_deferrable(sender: type) -> bool:
+    sync_receivers, async_receivers = signals.request_started._live_receivers(sender)
+    return not async_receivers and all(r in _DEFERRABLE_STARTED for r in sync_receivers)
 
 
 _request_thread: ContextVar[RequestThread] = ContextVar("request_thread")
@@ -294,11 +336,12 @@ class StreamingASGIHandler(ASGIHandler):
         Django sends request_started with `asend`, which runs its sync receivers (reset_queries,
         close_old_connections) in a call of their own on the request's thread, before anything
         else of the request runs there: a hop (~0.1-0.3 ms of CPU, two wake-ups) per request.
-        Here they run at the start of the request's first call on that thread instead (the view,
-        or at the latest the response's close), still before any database use of the request, on
-        the same thread, with the same arguments (`Signal.send`, which still awaits any async
-        receiver through async_to_sync). Everything else is Django's, line for line;
-        tests/test_request_path.py pins the Django code this copies, so an upgrade is noticed.
+        Here, while those two are its only receivers, they run at the start of the request's first
+        call on that thread instead (the view, or at the latest the response's close), still before
+        any database use of the request, on the same thread, with the same arguments. They only look
+        after the thread's own connections, so the request's context is not theirs to see. With any
+        other receiver connected the signal is sent as Django sends it. Everything else is Django's,
+        line for line; tests/test_request_path.py pins the Django code this copies.
         """
         try:
             body_file = await self.read_body(receive)
@@ -308,10 +351,12 @@ class StreamingASGIHandler(ASGIHandler):
         with closing(body_file):
             # Request is complete and can be served.
             set_script_prefix(get_script_prefix(scope))
-            thread = _request_thread.get()
-            thread.prelude = functools.partial(
-                signals.request_started.send, sender=self.__class__, scope=scope
-            )
+            if _started_receivers_deferrable(self.__class__):
+                _request_thread.get().prelude = functools.partial(
+                    signals.request_started.send, sender=self.__class__, scope=scope
+                )
+            else:
+                await signals.request_started.asend(sender=self.__class__, scope=scope)
             # Get the request and check for basic issues.
             request, error_response = self.create_request(scope, body_file)
             if request is None:
@@ -347,7 +392,7 @@ class StreamingASGIHandler(ASGIHandler):
         if response.streaming and response.is_async:
             thread = _request_thread.get()
             if thread._lane is not None:
-                if thread.left_open is False and thread.prelude is None:
+                if thread.idle_and_clean():
                     thread.dirty = False  # the lane's last call looked: no hop to look again
                 else:
                     thread.dirty = await sync_to_async(_leaves_a_transaction_open)()  # on the lane

@@ -24,14 +24,21 @@ _BEARER_RE = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Names like api_key, X-Api-Key, accessToken or private_key (camelCase is split first).
 
-    Cached: every write masks its event and snapshot dicts key by key, and the names repeat (a
-    task's fields, an event's); two regular expressions per name were ~5 % of a run's writes.
+    Short names are cached: every write masks its event and snapshot dicts key by key, and the
+    names repeat (a task's fields, an event's); two regular expressions per name were ~5 % of a
+    run's writes. Long ones (any key of a tool's output) are not kept.
     """
+    return _secret_name(key) if len(key) <= 64 else _is_secret_name(key)
+
+
+def _is_secret_name(key: str) -> bool:
     return bool(_SECRET_KEY_RE.search(_CAMEL.sub("_", key)))
+
+
+_secret_name = functools.lru_cache(maxsize=4096)(_is_secret_name)
 
 
 def mask(value: Any, secrets: Iterable[str] = ()) -> Any:

@@ -6,6 +6,7 @@ form keeps its CSRF check."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import re
@@ -72,6 +73,7 @@ def _stream_from_its_thread(request: HttpRequest, name: str) -> StreamingHttpRes
 
 def _what_the_connection_holds_now(name: str) -> dict:
     return {
+        "connection_before": id(connection.connection) if connection.connection else None,
         "thread": _thread_token(),
         "ident": threading.get_ident(),
         "in_atomic_block": connection.in_atomic_block,
@@ -104,12 +106,30 @@ def _stream_after_leaving_a_transaction_open(request: HttpRequest, name: str) ->
     return StreamingHttpResponse(body(), content_type="text/event-stream")
 
 
+def _queries_marked(request: HttpRequest) -> JsonResponse:
+    """Whether this lane's connection still has the last request's mark in its query log (Django's
+    reset_queries, a request_started receiver, clears it), then marks it."""
+    marked = any(q.get("sql") == MARK for q in connection.queries_log)
+    connection.queries_log.append({"sql": MARK, "time": "0"})
+    return JsonResponse({"marked": marked, "thread": _thread_token()})
+
+
+MARK = "-- marked by the last request"
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+def _request_id(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"request_id": REQUEST_ID.get()})
+
+
 async def _answered_on_the_loop(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"on": "loop"})
 
 
 urlpatterns = [
     path("loop", _answered_on_the_loop),
+    path("api/queries", _queries_marked),
+    path("api/request-id", _request_id),
     path("stream-after-leak/<str:name>", _stream_after_leaving_a_transaction_open),
     path("leak/<str:name>", _leave_a_transaction_open),
     path("look/<str:name>", _what_the_connection_holds),
@@ -183,6 +203,7 @@ async def test_a_stream_thread_is_kept_for_the_next_stream(one_lane):
     assert second["thread"] == first["thread"]
     assert alive(first["ident"])
     assert second["in_atomic_block"] is False
+    assert second["connection_before"] is None  # a kept stream thread holds no connection
 
 
 @pytest.mark.django_db(transaction=True)
@@ -253,43 +274,63 @@ async def test_a_stream_whose_view_left_a_transaction_open_retires_its_lane(one_
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_request_started_runs_on_the_requests_thread_before_its_view(one_lane):
-    """request_started's receivers run first in the view's call, on its thread: not a hop of their own."""
-    from django.core.signals import request_started
-
-    seen: list[tuple[str, str]] = []
-
-    def started(sender, **kwargs):
-        assert kwargs["scope"]["path"] == "/look/nothing"  # Django's arguments, as asend gave them
-        seen.append(("started", _thread_token()))
-
-    request_started.connect(started, dispatch_uid="test.started")
-    try:
-        async with one_lane as client:
-            first = (await client.get("/look/nothing")).json()
-            second = (await client.get("/look/nothing")).json()
-    finally:
-        request_started.disconnect(dispatch_uid="test.started")
-    assert seen == [("started", first["thread"]), ("started", second["thread"])]
+async def test_djangos_request_started_receivers_run_before_the_view_on_its_thread(one_lane):
+    """reset_queries (a request_started receiver) clears the lane's query log before each view."""
+    async with one_lane as client:
+        first = (await client.get("/api/queries")).json()
+        second = (await client.get("/api/queries")).json()
+    assert second["thread"] == first["thread"]  # the same lane and connection
+    assert first["marked"] is False and second["marked"] is False
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_request_that_never_calls_its_thread_still_sends_request_started(one_lane):
-    """No call on the request's thread before its close (an async view): the receivers run first in
-    the close's call, before request_finished's."""
-    from django.core.signals import request_finished, request_started
+async def test_request_started_still_runs_when_the_only_call_is_the_close(one_lane):
+    """An async view with no call on the request's thread: the receivers run first in the close's
+    call, before request_finished's."""
+    from django.core.signals import request_finished
 
-    order: list[str] = []
-    request_started.connect(lambda **kw: order.append("started"), dispatch_uid="test.s", weak=False)
-    request_finished.connect(lambda **kw: order.append("finished"), dispatch_uid="test.f", weak=False)
+    seen: list[bool] = []
+
+    def finished(**kwargs):
+        seen.append(any(q.get("sql") == MARK for q in connection.queries_log))
+
+    request_finished.connect(finished, dispatch_uid="test.finished", weak=False)
     try:
         async with one_lane as client:
+            await client.get("/api/queries")  # marks the lane's log
             r = await client.get("/loop")
     finally:
-        request_started.disconnect(dispatch_uid="test.s")
-        request_finished.disconnect(dispatch_uid="test.f")
+        request_finished.disconnect(dispatch_uid="test.finished")
     assert r.status_code == 200
-    assert order == ["started", "finished"]
+    assert seen == [True, False]  # the mark was cleared before the second request's close
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_another_request_started_receiver_gets_djangos_signal(one_lane, monkeypatch):
+    """With a receiver of its own connected, request_started is sent as Django sends it: in the
+    request's context (what a receiver sets reaches the view), a call of its own."""
+    from django.core.signals import request_started
+
+    hops: list[str] = []
+    submit = RequestThread.submit
+
+    def counted(self, fn, /, *args, **kwargs):
+        hops.append(repr(fn))
+        return submit(self, fn, *args, **kwargs)
+
+    def started(sender, **kwargs):
+        assert kwargs["scope"]["path"] == "/api/request-id"
+        REQUEST_ID.set("set by a receiver")
+
+    monkeypatch.setattr(RequestThread, "submit", counted)
+    request_started.connect(started, dispatch_uid="test.started", weak=False)
+    try:
+        async with one_lane as client:
+            r = await client.get("/api/request-id")
+    finally:
+        request_started.disconnect(dispatch_uid="test.started")
+    assert r.json() == {"request_id": "set by a receiver"}
+    assert len(hops) == 3, hops  # request_started, the view, the close
 
 
 def test_the_copy_of_djangos_handle_is_of_the_django_it_was_made_from():

@@ -156,3 +156,17 @@ def test_an_invalid_token_is_not_echoed_in_the_error(alice, external_agent):
     assert r.json()["field"].startswith("user_tokens")
     assert TOKEN not in r.content.decode()
     assert not Task.objects.exists()
+
+
+def test_secret_names_are_recognised_long_or_short_and_long_ones_are_not_kept():
+    from console.masking import _secret_name, is_secret_key, mask
+
+    long_secret = "x" * 200 + "_api_key"
+    long_plain = "y" * 200 + "_count"
+    assert is_secret_key("apiKey") and is_secret_key("X-Api-Key") and not is_secret_key("keystone")
+    assert is_secret_key(long_secret) and not is_secret_key(long_plain)
+    assert mask({long_secret: "v", long_plain: "w"}) == {long_secret: "REDACTED", long_plain: "w"}
+    _secret_name.cache_clear()
+    is_secret_key(long_secret)
+    is_secret_key("accessToken")
+    assert _secret_name.cache_info().currsize == 1  # only the short name is cached
