@@ -9,40 +9,85 @@ converters and builds the instance with `Model.from_db`, as `ModelIterable` does
 what `.get()` returns (deferred fields, `_state`, a row lock for `select_for_update`), so a caller
 saves it as before.
 
-Only plain shapes: one model's own columns (`only()` allowed), string keys compared for equality,
-no `select_related`, annotations or ordering. Anything else stays a `QuerySet.get`.
+Only plain shapes: one model's own columns (`only()` allowed), each string key compared once for
+equality; no `select_related`, annotations, distinct, slices or other iterables (ImproperlyConfigured
+at the first read). The model's default ordering is dropped, as `.get()` drops it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model, QuerySet
+from django.db.models.query import ModelIterable
 from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=Model)
 
-_PLACEHOLDER = "\x00console.prepared.{}\x00"  # a key no caller passes: where each key goes in params
+# Keys no caller passes, to find where each key goes in the compiled params. Two sets, the second
+# with the characters a lookup would escape or quote: a shape whose SQL or params differ between
+# them transforms its keys (iexact, contains...) and is refused.
+_PLACEHOLDERS = ("\x00console.prepared.{}\x00", "\x00console.prepared.%_\\'{}\x00")
 
 
 class _Compiled:
-    __slots__ = ("attnames", "compiler", "converters", "for_update", "params", "slots", "sql")
+    __slots__ = ("attnames", "compiler", "converters", "fetch_mode", "for_update", "params", "slots", "sql")
 
-    def __init__(self, queryset: QuerySet, using: str, keys: int) -> None:
-        query = queryset.query
-        if query.select_related or query.annotations or query.order_by or query.extra:
-            raise ValueError("KeyedRead takes one model's own columns only")
-        self.compiler = query.get_compiler(using=using)
-        self.sql, params = self.compiler.as_sql()
-        self.params = list(params)
-        self.slots = [self.params.index(_PLACEHOLDER.format(i)) for i in range(keys)]
-        select = self.compiler.select
+    def __init__(self, build: Callable[..., QuerySet], using: str, keys: int) -> None:
+        forms = []
+        for placeholder in _PLACEHOLDERS:
+            values = [placeholder.format(i) for i in range(keys)]
+            queryset = build(*values)
+            _check_shape(queryset)
+            queryset = queryset.order_by()  # .get() drops the model's default ordering too
+            compiler = queryset.query.get_compiler(using=using)
+            sql, params = compiler.as_sql()
+            if any(list(params).count(value) != 1 for value in values):
+                raise ImproperlyConfigured("KeyedRead: each key must be compared once, for equality")
+            forms.append(
+                (sql, list(params), [list(params).index(value) for value in values], compiler, queryset)
+            )
+        (sql, params, slots, compiler, queryset), (other_sql, other_params, other_slots, *_rest) = forms
+        if (
+            sql != other_sql
+            or slots != other_slots
+            or _without(params, slots) != _without(other_params, slots)
+        ):
+            raise ImproperlyConfigured(
+                "KeyedRead: a key is transformed by its lookup; only equality is taken"
+            )
+        self.compiler, self.sql, self.params, self.slots = compiler, sql, params, slots
+        select = compiler.select
         self.attnames = [column.target.attname for column, _sql, _alias in select]
-        self.converters = self.compiler.get_converters([column for column, _sql, _alias in select])
-        self.for_update = query.select_for_update
+        self.converters = compiler.get_converters([column for column, _sql, _alias in select])
+        self.for_update = queryset.query.select_for_update
+        self.fetch_mode = queryset._fetch_mode
+
+
+def _without(params: list[Any], slots: list[int]) -> list[Any]:
+    return [p for i, p in enumerate(params) if i not in slots]
+
+
+def _check_shape(queryset: QuerySet) -> None:
+    """One model's own columns, as `.get()` would read them, or ImproperlyConfigured."""
+    query = queryset.query
+    if (
+        query.select_related
+        or query.annotations
+        or query.extra
+        or query.distinct
+        or query.is_sliced
+        or query.combinator
+        or query.values_select
+        or queryset._prefetch_related_lookups
+        or queryset._iterable_class is not ModelIterable
+        or queryset._fetch_mode.track_peers
+    ):
+        raise ImproperlyConfigured("KeyedRead takes one model's own columns only, read as .get() reads them")
 
 
 class KeyedRead(Generic[M]):
@@ -82,17 +127,15 @@ class KeyedRead(Generic[M]):
         row = rows[0]
         if compiled.converters:
             row = next(iter(compiled.compiler.apply_converters([row], compiled.converters)))
-        return self._model.from_db(using, compiled.attnames, tuple(row))
+        return self._model.from_db(using, compiled.attnames, tuple(row), fetch_mode=compiled.fetch_mode)
 
     def _compiled(self, using: str) -> _Compiled:
-        """This thread's compiled form for `using` (a thread's connection is its own)."""
-        cache: dict[tuple[str, int], _Compiled] | None = getattr(self._local, "cache", None)
+        """This thread's compiled form for `using` (a thread's connection is its own); compiled
+        again if the thread's connection object was replaced (the old one is not kept)."""
+        cache: dict[str, _Compiled] | None = getattr(self._local, "cache", None)
         if cache is None:
             cache = self._local.cache = {}
-        connection = connections[using]
-        key = (using, id(connection))
-        compiled = cache.get(key)
-        if compiled is None or compiled.compiler.connection is not connection:
-            placeholders = [_PLACEHOLDER.format(i) for i in range(self._keys)]
-            compiled = cache[key] = _Compiled(self._build(*placeholders), using, self._keys)
+        compiled = cache.get(using)
+        if compiled is None or compiled.compiler.connection is not connections[using]:
+            compiled = cache[using] = _Compiled(self._build, using, self._keys)
         return compiled

@@ -6,11 +6,12 @@ import threading
 from datetime import datetime
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models.query_utils import DeferredAttribute
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
+from console import prepared
 from console.models import Agent, Organization
 from console.prepared import KeyedRead
 from tasks_app.models import Status, Task
@@ -62,7 +63,7 @@ def test_only_some_columns_leaves_the_rest_deferred_as_only_does(task):
     orm = Task.objects.only("id", "status", "last_seq", "input_user").get(pk=task.id)
     assert fields(got) == fields(orm)
     assert got.get_deferred_fields() == orm.get_deferred_fields()
-    assert isinstance(Task.__dict__["result"], DeferredAttribute)
+    assert "result" in got.get_deferred_fields() and "result" not in got.__dict__
     assert got.input_text == "héllo ☃"  # a deferred field loads on access, as with only()
 
 
@@ -102,32 +103,117 @@ def test_other_key_types_take_the_orms_path(task):
         FULL.get(task.id, task.id)  # the number of keys is fixed
 
 
-def test_each_thread_compiles_on_its_own_connection(task):
+def compiles(monkeypatch) -> list[str]:
+    """Count the compiles of every KeyedRead (each compiles once per thread and connection)."""
+    seen: list[str] = []
+    real = prepared._Compiled
+
+    class Counted(real):
+        def __init__(self, *args, **kwargs):
+            seen.append(threading.current_thread().name)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(prepared, "_Compiled", Counted)
+    return seen
+
+
+def test_a_shape_is_compiled_once_per_thread(task, monkeypatch):
+    seen = compiles(monkeypatch)
+    read = KeyedRead(Task, lambda pk: Task.objects.filter(pk=pk))
+    for _ in range(5):
+        assert read.get(task.id).pk == task.id
+    assert len(seen) == 1
     found: list[str] = []
 
-    def read() -> None:
+    def other_thread() -> None:
         try:
-            found.append(FULL.get(task.id).pk)
+            found.append(read.get(task.id).pk)
+            found.append(read.get(task.id).pk)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=read) for _ in range(3)]
+    threads = [threading.Thread(target=other_thread, name=f"reader-{i}") for i in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert found == [task.id] * 3
-    assert FULL.get(task.id).pk == task.id
+    assert found == [task.id] * 6
+    assert sorted(seen[1:]) == ["reader-0", "reader-1", "reader-2"]  # each on its own connection
 
 
-def test_a_shape_with_joins_or_order_is_refused():
-    read = KeyedRead(Task, lambda pk: Task.objects.select_related("agent").filter(pk=pk))
-    with pytest.raises(ValueError, match="own columns"):
-        read.get("x")
+def test_a_replaced_connection_is_compiled_for_again(task, monkeypatch):
+    from django.db import connections
+
+    seen = compiles(monkeypatch)
+    read = KeyedRead(Task, lambda pk: Task.objects.filter(pk=pk))
+    read.get(task.id)
+    old = connections["default"]
+    fresh = connections.create_connection("default")
+    connections["default"] = fresh
+    try:
+        assert read.get(task.id).pk == task.id
+    finally:
+        connections["default"] = old
+        fresh.close()
+    assert len(seen) == 2
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda pk: Task.objects.select_related("agent").filter(pk=pk),
+        lambda pk: Task.objects.filter(pk=pk).distinct(),
+        lambda pk: Task.objects.filter(pk=pk)[:1],
+        lambda pk: Task.objects.filter(pk=pk).values("id"),
+        lambda pk: Task.objects.filter(input_text__contains=pk),
+        lambda pk: Task.objects.filter(pk=pk, agent_id=pk),  # one key used twice
+    ],
+    ids=["select_related", "distinct", "slice", "values", "contains", "key-twice"],
+)
+def test_a_shape_get_would_read_otherwise_is_refused(task, build):
+    with pytest.raises(ImproperlyConfigured):
+        KeyedRead(Task, build).get(task.id)
+
+
+def test_a_lookup_that_rewrites_its_key_is_refused_or_keeps_it_literal(task):
+    """iexact: SQLite escapes the key in Python (refused: a compiled key would go unescaped);
+    PostgreSQL compares UPPER(%s) in SQL, so the key goes as it is and `_` stays a character."""
+    read = KeyedRead(Task, lambda pk: Task.objects.filter(pk__iexact=pk))
+    try:
+        got = read.get(task.id.upper())
+    except ImproperlyConfigured:
+        assert connection.vendor == "sqlite"
+        return
+    assert got.pk == task.id
+    with pytest.raises(Task.DoesNotExist):
+        read.get(task.id[:-1] + "_")  # not a wildcard
+
+
+def test_the_models_default_ordering_is_dropped_as_get_drops_it(task, monkeypatch):
+    seen = compiles(monkeypatch)
+    read = KeyedRead(Task, lambda pk: Task.objects.filter(pk=pk))
+    read.get(task.id)
+    assert "ORDER BY" not in read._compiled("default").sql
+    assert len(seen) == 1
+
+
+def test_an_unknown_agent_is_a_404_through_the_task_api(task):
+    from console.access import Actor
+    from console.errors import NotFound
+    from tasks_app.actions.reads import get_agent
+
+    actor = Actor(task.organization_id, "admin")
+    assert get_agent(actor, task.agent_id).pk == task.agent_id
+    with pytest.raises(NotFound):
+        get_agent(actor, "no-such-agent")
+    with pytest.raises(NotFound):
+        get_agent(Actor(Organization.objects.create(name="Elsewhere").id, "admin"), task.agent_id)
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
 def test_a_locking_read_needs_a_transaction_and_locks_the_row(task):
+    with transaction.atomic():
+        LOCKED.get(task.id)  # compiled on this connection: the check below is KeyedRead's own
     with pytest.raises(TransactionManagementError):
         LOCKED.get(task.id)
     with transaction.atomic():
