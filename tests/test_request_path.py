@@ -141,6 +141,20 @@ urlpatterns = [
 
 
 @pytest.fixture
+def hops(monkeypatch) -> list[str]:
+    """Every call a request sends to its thread (each a hop from the event loop), in order."""
+    seen: list[str] = []
+    submit = RequestThread.submit
+
+    def counted(self, fn, /, *args, **kwargs):
+        seen.append(repr(fn))
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(RequestThread, "submit", counted)
+    return seen
+
+
+@pytest.fixture
 def one_lane(settings):
     """These views as the URLconf, and one request thread at a time, so a request takes the last one's."""
     settings.ROOT_URLCONF = __name__
@@ -220,16 +234,8 @@ async def test_a_stream_thread_left_in_a_transaction_is_not_kept(one_lane):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_header_middleware_runs_on_the_loop_and_still_sets_its_headers(one_lane, monkeypatch):
+async def test_header_middleware_runs_on_the_loop_and_still_sets_its_headers(one_lane, hops):
     """Django's header-only middleware (console.handler.INLINE_MIDDLEWARE) cost no thread hop each."""
-    hops: list[str] = []
-    submit = RequestThread.submit
-
-    def counted(self, fn, /, *args, **kwargs):
-        hops.append(repr(fn))
-        return submit(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(RequestThread, "submit", counted)
     async with one_lane as client:
         r = await client.get("/api/look/nothing")
     assert r.status_code == 200
@@ -244,15 +250,7 @@ async def test_header_middleware_runs_on_the_loop_and_still_sets_its_headers(one
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_stream_lets_its_lane_go_without_a_hop_when_its_view_left_it_clean(one_lane, monkeypatch):
-    hops: list[str] = []
-    submit = RequestThread.submit
-
-    def counted(self, fn, /, *args, **kwargs):
-        hops.append(repr(fn))
-        return submit(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(RequestThread, "submit", counted)
+async def test_a_stream_lets_its_lane_go_without_a_hop_when_its_view_left_it_clean(one_lane, hops):
     async with one_lane as client:
         r = await client.get("/api/stream/nothing")
     assert r.status_code == 200
@@ -306,23 +304,15 @@ async def test_request_started_still_runs_when_the_only_call_is_the_close(one_la
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_another_request_started_receiver_gets_djangos_signal(one_lane, monkeypatch):
+async def test_another_request_started_receiver_gets_djangos_signal(one_lane, hops):
     """With a receiver of its own connected, request_started is sent as Django sends it: in the
     request's context (what a receiver sets reaches the view), a call of its own."""
     from django.core.signals import request_started
-
-    hops: list[str] = []
-    submit = RequestThread.submit
-
-    def counted(self, fn, /, *args, **kwargs):
-        hops.append(repr(fn))
-        return submit(self, fn, *args, **kwargs)
 
     def started(sender, **kwargs):
         assert kwargs["scope"]["path"] == "/api/request-id"
         REQUEST_ID.set("set by a receiver")
 
-    monkeypatch.setattr(RequestThread, "submit", counted)
     request_started.connect(started, dispatch_uid="test.started", weak=False)
     try:
         async with one_lane as client:
