@@ -83,12 +83,13 @@ lanes = _Lanes()
 tails = _Lanes("request-tail", keep=64)
 
 
+def _inside_a_transaction(conn: Any) -> bool:
+    return conn.in_atomic_block or (conn.connection is not None and not conn.get_autocommit())
+
+
 def _in_a_transaction() -> bool:
     """Whether a connection of this thread is inside a transaction (a look; nothing is closed)."""
-    for conn in connections.all(initialized_only=True):
-        if conn.in_atomic_block or (conn.connection is not None and not conn.get_autocommit()):
-            return True
-    return False
+    return any(_inside_a_transaction(conn) for conn in connections.all(initialized_only=True))
 
 
 def _leaves_a_transaction_open() -> bool:
@@ -99,9 +100,7 @@ def _leaves_a_transaction_open() -> bool:
     """
     dirty = False
     for conn in connections.all(initialized_only=True):
-        if conn.connection is None and not conn.in_atomic_block:
-            continue
-        if conn.in_atomic_block or not conn.get_autocommit():
+        if _inside_a_transaction(conn):
             dirty = True
             conn.close()
     return dirty
@@ -138,8 +137,8 @@ class RequestThread(Executor):
             if prelude is not None:  # a call cancelled before it ran leaves the receivers still due
                 call.add_done_callback(functools.partial(self._still_due, prelude))
             return call
-        if prelude is not None:
-            fn = functools.partial(_after, prelude, fn)
+        # (A prelude still due here is dropped: its receivers look after the lane's connections,
+        # and every path gives the lane back only after a call on it, so none is due by now.)
         # The stream's own thread for the rest of its life: its body may still use the database
         # (exports, a worker stream's detach), and one request's calls stay on one thread.
         if self._spare is None:
@@ -201,11 +200,6 @@ def _run_prelude(prelude: Callable[[], Any]) -> None:
         prelude()
     except Exception:
         log.exception("request_started's receivers failed")
-
-
-def _after(prelude: Callable[[], Any], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    _run_prelude(prelude)
-    return fn(*args, **kwargs)
 
 
 def _retire_tail(tail: ThreadPoolExecutor) -> None:

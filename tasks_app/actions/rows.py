@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,21 +45,16 @@ def _task_row_for_update(task_id: str, *columns: str) -> Task:
     loading every column of both rows per batch was most of a small write's cost. Each shape's SQL
     is compiled once per thread (console.prepared), not per write.
     """
-    read = _TASK_ROW_READS.get(columns)
-    if read is None:
-        read = _TASK_ROW_READS[columns] = _task_row_read(columns)
-    return read.get(task_id)
+    return _task_row_read(columns).get(task_id)
 
 
+@functools.cache  # by columns: the callers use two shapes
 def _task_row_read(columns: tuple[str, ...]) -> KeyedRead[Task]:
     def build(task_id: str) -> QuerySet[Task]:
         rows = Task.objects.select_for_update(of=("self",))
         return (rows.only(*columns) if columns else rows).filter(pk=task_id)
 
     return KeyedRead(Task, build)
-
-
-_TASK_ROW_READS: dict[tuple[str, ...], KeyedRead[Task]] = {}  # by columns; the callers use two shapes
 
 
 def _claim_columns(worker_id: str, lease_seconds: float) -> dict[str, Any]:
