@@ -18,6 +18,8 @@ import asyncio
 import os
 import sys
 
+from console import heap
+
 LOOPS = ("uvloop", "asyncio")
 
 
@@ -65,13 +67,43 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def main() -> None:
-    """Install the loop, then hand the command line to daphne (same arguments as `python -m daphne`)."""
+    """Install the loop, then hand the command line to daphne (same arguments as `python -m daphne`).
+
+    Once daphne has imported the application, and before it listens, the process's collector is
+    settled (console/heap.py), with the agent runtime loaded first when runs execute in this process.
+    """
     install_loop()
+    heap.gc_choice()  # a wrong SERVER_GC stops the server before it listens
     if "twisted.internet.reactor" in sys.modules:  # someone installed a reactor on the old loop
         raise SystemExit("console.serve must run before Twisted's reactor is installed")
     from daphne.cli import CommandLineInterface
 
-    CommandLineInterface.entrypoint()
+    class SettledCommandLine(CommandLineInterface):
+        def load_asgi_app(self, asgi_app_path: str) -> object:
+            return load_application(asgi_app_path)
+
+    SettledCommandLine.entrypoint()
+
+
+def load_application(path: str) -> object:
+    """Import daphne's `module:attribute` application, then settle the collector (console/heap.py):
+    the last moment before the process serves, with everything it has loaded still alive."""
+    from daphne.utils import import_by_path
+
+    application = import_by_path(path)
+    heap.settle(preload=runtime_imports())
+    return application
+
+
+def runtime_imports() -> tuple[str, ...]:
+    """The agent runtime's modules, when this process runs agents (the embedded default)."""
+    from django.conf import settings
+
+    if not settings.configured or settings.TASK_EXECUTION != "inprocess":
+        return ()
+    from tasks_app.runtime import RUNTIME_IMPORTS
+
+    return RUNTIME_IMPORTS
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ from celery import signals
 from celery.worker.control import control_command
 from django.conf import settings
 
-from console import serve
+from console import heap, serve
 from console.celery import app
 from tasks_app import actions, dispatch
 from tasks_app.models import Status
+from tasks_app.runtime import RUNTIME_IMPORTS
 from tasks_app.runtime.worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -156,28 +157,14 @@ def _check_keys(**_: object) -> None:
     except crypto.KeysDoNotMatchData as exc:
         raise SystemExit(f"Refusing to start: {exc}") from None
     serve.loop_choice()  # a wrong SERVER_EVENT_LOOP stops the worker now, not at its first run
-
-
-# Imported by a run the first time it needs them: seconds of CPU with the loop blocked, long enough
-# for the first runs' leases to lapse. Loaded before the worker takes its first message instead.
-_RUNTIME_IMPORTS = (
-    "pydantic_ai",
-    "pydantic_ai.mcp",
-    "pydantic_ai.models.openai",
-    "pydantic_ai.models.anthropic",
-    "pydantic_ai.providers.openai",
-    "pydantic_ai.providers.openai_compatible",
-    "pydantic_ai.providers.anthropic",
-)
+    heap.gc_choice()  # and so does a wrong SERVER_GC
 
 
 @signals.worker_ready.connect
 def _warm_up(**_: object) -> None:
-    """Import the model runtime and start the run pool before the first delivery."""
-    import importlib
-
-    for name in _RUNTIME_IMPORTS:
-        importlib.import_module(name)
+    """Import the model runtime, settle the collector (console/heap.py), then start the run pool,
+    all before the first delivery."""
+    heap.settle(preload=RUNTIME_IMPORTS)
     _process.get()
 
 

@@ -7,7 +7,8 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from console import crypto, serve
+from console import crypto, heap, serve
+from tasks_app.runtime import RUNTIME_IMPORTS
 from tasks_app.runtime.worker import WorkerPool
 
 
@@ -23,6 +24,7 @@ class Command(BaseCommand):
             crypto.check_stored_secrets()
         except crypto.KeysDoNotMatchData as exc:
             raise CommandError(f"Refusing to start: {exc}") from None
+        heap.settle(preload=RUNTIME_IMPORTS)  # before the pool takes its first task (console/heap.py)
         asyncio.run(self._main(opts["worker_id"], opts["concurrency"]), loop_factory=serve.new_event_loop)
 
     async def _main(self, worker_id: str | None, concurrency: int | None) -> None:
