@@ -10,9 +10,12 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 django.setup(set_prefix=False)  # what get_asgi_application() does, with our handler instead
 
+from django.conf import settings  # noqa: E402
+
 from console import crypto  # noqa: E402 - needs Django set up
 from console.handler import StreamingASGIHandler  # noqa: E402 - needs Django set up
 from tasks_app import bus  # noqa: E402 - needs Django set up
+from tasks_app.runtime import RUNTIME_IMPORTS  # noqa: E402
 from tasks_app.runtime.worker import start_embedded, stop_embedded  # noqa: E402
 
 try:
@@ -21,6 +24,10 @@ except crypto.KeysDoNotMatchData as exc:  # refuse to serve rather than strand t
     raise SystemExit(f"Refusing to start: {exc}") from None
 
 django_app = StreamingASGIHandler()
+
+# What `python -m console.serve` imports before it freezes its start-up objects (console/heap.py):
+# the agent runtime, when runs execute in this process.
+PRELOAD = RUNTIME_IMPORTS if settings.TASK_EXECUTION == "inprocess" else ()
 
 
 async def http_application(scope, receive, send) -> None:

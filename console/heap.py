@@ -16,9 +16,11 @@ So once a process has loaded what it will use (`settle`, at a quiet point before
 - young collections run every 10,000 net allocations instead of 700, so fewer of a run's
   temporaries are alive when one runs, and fewer are promoted.
 
-Nothing is freed later than before by reference counting, which frees almost everything; only
-objects in reference cycles wait a little longer for a young collection. `SERVER_GC=python` keeps
-Python's defaults (to rule this out when chasing a memory question).
+Reference counting still frees almost everything at once; only objects in reference cycles wait a
+little longer for a young collection. One cost: a start-up object that is dropped later, in a cycle,
+is never collected, and neither is what its cycle holds then (e.g. a first broker connection that a
+reconnect replaces): bounded, once per process. `SERVER_GC=python` keeps Python's defaults (to rule
+this out when chasing a memory question).
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ def settle(preload: Iterable[str] = ()) -> bool:
     Returns whether the collector was tuned (False under SERVER_GC=python, which still preloads:
     a first run that imports the runtime blocks its loop for seconds).
     """
+    tuned = gc_choice() == "tuned"  # a wrong setting stops the process before seconds of imports
     for name in preload:
         importlib.import_module(name)
-    if gc_choice() != "tuned":
+    if not tuned:
         return False
     gc.collect()
     gc.freeze()

@@ -76,34 +76,36 @@ def main() -> None:
     heap.gc_choice()  # a wrong SERVER_GC stops the server before it listens
     if "twisted.internet.reactor" in sys.modules:  # someone installed a reactor on the old loop
         raise SystemExit("console.serve must run before Twisted's reactor is installed")
+    command_line().entrypoint()
+
+
+def command_line() -> type:
+    """daphne's command line, settling the collector once the application is imported.
+
+    Built on call: importing daphne's command line installs Twisted's reactor on the current loop.
+    """
     from daphne.cli import CommandLineInterface
 
     class SettledCommandLine(CommandLineInterface):
         def load_asgi_app(self, asgi_app_path: str) -> object:
             return load_application(asgi_app_path)
 
-    SettledCommandLine.entrypoint()
+    return SettledCommandLine
 
 
 def load_application(path: str) -> object:
-    """Import daphne's `module:attribute` application, then settle the collector (console/heap.py):
-    the last moment before the process serves, with everything it has loaded still alive."""
+    """Import daphne's `module:attribute` application, then settle the collector (console/heap.py).
+
+    Why here: it is the last moment before the process serves, with everything it loaded alive. The
+    application's module names what to import first in its `PRELOAD` (console/asgi.py: the agent
+    runtime, when runs execute in this process).
+    """
     from daphne.utils import import_by_path
 
     application = import_by_path(path)
-    heap.settle(preload=runtime_imports())
+    module = sys.modules.get(path.partition(":")[0])
+    heap.settle(preload=getattr(module, "PRELOAD", ()))
     return application
-
-
-def runtime_imports() -> tuple[str, ...]:
-    """The agent runtime's modules, when this process runs agents (the embedded default)."""
-    from django.conf import settings
-
-    if not settings.configured or settings.TASK_EXECUTION != "inprocess":
-        return ()
-    from tasks_app.runtime import RUNTIME_IMPORTS
-
-    return RUNTIME_IMPORTS
 
 
 if __name__ == "__main__":

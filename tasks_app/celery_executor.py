@@ -168,6 +168,12 @@ def _warm_up(**_: object) -> None:
     _process.get()
 
 
+@signals.worker_process_init.connect
+def _settle_pool_process(**_: object) -> None:
+    """A prefork pool's child runs the agents: it preloads and settles its own collector too."""
+    heap.settle(preload=RUNTIME_IMPORTS)
+
+
 @signals.worker_shutdown.connect
 def _shutdown(**_: object) -> None:
     _process.shutdown()

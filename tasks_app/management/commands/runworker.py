@@ -21,6 +21,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts) -> None:
         try:
+            heap.gc_choice()
+        except SystemExit as exc:
+            raise CommandError(f"Refusing to start: {exc}") from None
+        try:
             crypto.check_stored_secrets()
         except crypto.KeysDoNotMatchData as exc:
             raise CommandError(f"Refusing to start: {exc}") from None
