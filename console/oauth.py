@@ -13,10 +13,14 @@ Every request goes through the outbound guard (OUTBOUND_ALLOWLIST applies to met
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -489,14 +493,14 @@ def due(row: UserToken) -> bool:
 
 
 def refresh(row_id: int, *, rejected_token: str | None = None) -> UserToken | None:
-    """Refresh a connection under its row lock: one refresh however many tasks and processes ask.
+    """Refresh a connection in its refresh turn: one refresh however many tasks and processes ask.
 
     Without `rejected_token`, only a token that is due is refreshed; with it (the MCP server just
-    answered 401 to that token), only if the stored token is still that one. Whoever waited on the
-    lock reads the refreshed row. Returns the row (None if it was deleted meanwhile).
+    answered 401 to that token), only if the stored token is still that one. Whoever waited for the
+    turn reads the refreshed row. Returns the row (None if it was deleted meanwhile).
     """
-    with transaction.atomic():
-        row = UserToken.objects.select_for_update().filter(pk=row_id).first()
+    with _refresh_turn(row_id):
+        row = UserToken.objects.filter(pk=row_id).first()
         if row is None or not row.refresh_token_encrypted or row.needs_signin:
             return row
         if rejected_token is None and not due(row):
@@ -521,24 +525,75 @@ def refresh(row_id: int, *, rejected_token: str | None = None) -> UserToken | No
             token = async_to_sync(_token_request)(endpoint, form)
         except SignInError as exc:
             return _refresh_failed(row, exc.message, final="invalid_grant" in exc.message)
-        row.token_encrypted = crypto.encrypt(token.access_token)
+        now = timezone.now()
+        refreshed = {
+            "token_encrypted": crypto.encrypt(token.access_token),
+            "expires_at": now + timedelta(seconds=token.expires_in) if token.expires_in else None,
+            "scopes": token.scope or row.scopes,
+            "last4": token.access_token[-4:],
+            "refreshed_at": now,
+            "refresh_error": "",
+            "refresh_failures": 0,
+        }
         if token.refresh_token:  # rotated: the old one is spent
-            row.refresh_token_encrypted = crypto.encrypt(token.refresh_token)
-        row.expires_at = timezone.now() + timedelta(seconds=token.expires_in) if token.expires_in else None
-        row.scopes = token.scope or row.scopes
-        row.last4 = token.access_token[-4:]
-        row.refreshed_at = timezone.now()
-        row.refresh_error, row.refresh_failures = "", 0
-        row.save()
-        return row
+            refreshed["refresh_token_encrypted"] = crypto.encrypt(token.refresh_token)
+        return _store_refresh(row, refreshed)
 
 
-def _refresh_failed(row: UserToken, message: str, final: bool) -> UserToken:
-    row.refresh_error = message[:500]
-    row.refresh_failures += 1
-    row.needs_signin = final or row.refresh_failures >= MAX_REFRESH_FAILURES
-    row.save(update_fields=["refresh_error", "refresh_failures", "needs_signin", "updated_at"])
+@contextlib.contextmanager
+def _refresh_turn(row_id: int) -> Iterator[None]:
+    """Hold the connection's refresh turn: one refresh of a connection at a time, in every process.
+
+    Where the database locks rows (PostgreSQL), the turn is the row's lock, held by a transaction
+    around the whole refresh. SQLite's only lock is the database's write lock: held across the
+    authorization server's two requests (15 s timeouts each), it stalled every writer of every
+    process, and they give up after 5 s. There the turn is an exclusive lock on the connection's
+    file under VAR_DIR/locks (the processes of a SQLite deployment share its file and VAR_DIR), and
+    the refresh's result is written by one short statement (`_store_refresh`).
+    """
+    connection = transaction.get_connection()
+    if connection.vendor != "sqlite":
+        with transaction.atomic():
+            list(UserToken.objects.select_for_update().filter(pk=row_id).values_list("pk", flat=True))
+            yield
+        return
+    locks = Path(settings.VAR_DIR) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"oauth-refresh-{int(row_id)}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
+
+
+def _store_refresh(row: UserToken, changes: dict[str, Any]) -> UserToken | None:
+    """Write a refresh's outcome only over the tokens it read; returns the row as it now stands.
+
+    Under a row lock nothing else can have changed them. Under SQLite's file lock a new sign-in or
+    a disconnect may have come meanwhile: it wins (its tokens are newer; a deleted connection stays
+    deleted), and the caller gets the row as it is.
+    """
+    changes = {**changes, "updated_at": timezone.now()}
+    written = UserToken.objects.filter(
+        pk=row.pk,
+        token_encrypted=row.token_encrypted,
+        refresh_token_encrypted=row.refresh_token_encrypted,
+    ).update(**changes)
+    if not written:
+        return UserToken.objects.filter(pk=row.pk).first()
+    for name, value in changes.items():
+        setattr(row, name, value)
     return row
+
+
+def _refresh_failed(row: UserToken, message: str, final: bool) -> UserToken | None:
+    failures = row.refresh_failures + 1
+    return _store_refresh(
+        row,
+        {
+            "refresh_error": message[:500],
+            "refresh_failures": failures,
+            "needs_signin": final or failures >= MAX_REFRESH_FAILURES,
+        },
+    )
 
 
 async def _token_endpoint(issuer: str) -> str:

@@ -3,14 +3,16 @@ new sign-in; against the real authorization server of tests/tools/oauth_server.p
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
-from console import oauth, vault
-from console.models import UserToken
+from console import crypto, oauth, vault
+from console.models import Organization, UserToken
 from console.oauth_models import OAuthClient
 from tests.test_oauth_signin import REDIRECT, oauth_item, owner, sign_in
 from tests.tools.oauth_server import OAuthMCP
@@ -120,3 +122,85 @@ def test_refresh_tokens_client_secrets_and_verifiers_rotate_with_the_key_list(
         assert UserToken.objects.get().reveal_refresh() == refresh_token
     finally:
         crypto._fernet.cache_clear()
+
+
+class Refreshing:
+    """`oauth.refresh` of a due connection in a thread of its own, held at the authorization server
+    (its refresh_gate closed) until `release()`: what other writers meet while a refresh waits."""
+
+    def __init__(self, server: OAuthMCP, row: UserToken) -> None:
+        self.server, self.outcome = server, {}
+        server.provider.refresh_gate.clear()
+        expire(row, server)
+        self.thread = threading.Thread(target=self._run, args=(row.pk,))
+        self.thread.start()
+        assert server.provider.refresh_started.wait(30), "the refresh never reached the server"
+
+    def _run(self, pk: int) -> None:
+        try:
+            self.outcome["row"] = oauth.refresh(pk)
+        except BaseException as exc:  # reported by release()
+            self.outcome["error"] = exc
+        finally:
+            connection.close()
+
+    def release(self) -> UserToken | None:
+        self.server.provider.refresh_gate.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive() and "error" not in self.outcome, self.outcome
+        return self.outcome["row"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_waiting_for_the_authorization_server_holds_no_database_lock(server, alice, connected):
+    refreshing = Refreshing(server, connected)
+    try:  # other tasks' writes go on meanwhile (on SQLite they waited for it, and failed after 5 s)
+        with transaction.atomic():
+            Organization.objects.create(name="Written meanwhile")
+    finally:
+        row = refreshing.release()
+    assert row.reveal() != connected.reveal() and server.provider.refreshes == 1
+    assert UserToken.objects.get().reveal() == row.reveal()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_tasks_refreshing_at_once_make_one_refresh_and_read_the_same_token(server, alice, connected):
+    refreshing = Refreshing(server, connected)
+    second: dict[str, UserToken | None] = {}
+
+    def refresh_too() -> None:
+        try:
+            second["row"] = oauth.refresh(connected.pk)
+        finally:
+            connection.close()
+
+    waiter = threading.Thread(target=refresh_too)
+    waiter.start()
+    first = refreshing.release()
+    waiter.join(30)
+    assert second["row"].reveal() == first.reveal() != connected.reveal()
+    assert server.provider.refreshes == 1
+
+
+# Under SQLite's file lock a sign-in or a disconnect can land while a refresh waits; under a row
+# lock (PostgreSQL) they wait for the refresh instead.
+sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's refresh turn")
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_sign_in_during_a_refresh_wins(server, alice, connected):
+    refreshing = Refreshing(server, connected)
+    UserToken.objects.filter(pk=connected.pk).update(token_encrypted=crypto.encrypt("signed-in-again"))
+    row = refreshing.release()
+    assert row.reveal() == "signed-in-again" == UserToken.objects.get().reveal()
+    assert server.provider.refreshes == 1  # the refresh happened, and its tokens were not kept
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_disconnect_during_a_refresh_is_not_undone(server, alice, connected):
+    refreshing = Refreshing(server, connected)
+    UserToken.objects.filter(pk=connected.pk).delete()
+    assert refreshing.release() is None
+    assert not UserToken.objects.exists()  # the refresh wrote nothing back

@@ -18,7 +18,8 @@ form (the Playwright test clicks it); `approve()` does the same over HTTP and re
 to the client's callback (with `code`, `state` and `iss`). Knobs, set before or between tests:
 `access_ttl` (seconds), `s256` (advertise S256 PKCE), `dcr` (offer registration), `cimd`,
 `iss_supported`, `wrong_resource` (issue tokens for another resource), `refresh_delay` (seconds a
-refresh takes), `fail_refresh` (answer refreshes `invalid_grant`). Tools: `whoami` (the token's
+refresh takes), `provider.refresh_gate` (refreshes wait for it; `provider.refresh_started` is set
+as one comes in), `fail_refresh` (answer refreshes `invalid_grant`). Tools: `whoami` (the token's
 subject) and `hold` (calls `on_hold`, then waits for `gate`, which is open unless cleared).
 """
 
@@ -73,6 +74,9 @@ class Provider:
         self.token_requests: list[str] = []  # grant type of every token request
         self.access_ttl = 3600
         self.refresh_delay = 0.0
+        self.refresh_started = threading.Event()  # set as a refresh_token grant comes in
+        self.refresh_gate = threading.Event()  # refresh_token grants wait for it (open unless cleared)
+        self.refresh_gate.set()
         self.fail_refresh = False
         self.wrong_resource = False
         self.issuer = ""
@@ -145,6 +149,9 @@ class Provider:
         with self.lock:
             self.token_requests.append("refresh_token")
             self.refreshes += 1
+        self.refresh_started.set()
+        while not self.refresh_gate.is_set():
+            await asyncio.sleep(0.01)
         if self.refresh_delay:
             await asyncio.sleep(self.refresh_delay)
         if self.fail_refresh:
