@@ -28,7 +28,7 @@ import httpx2
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core import signing
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 from mcp.client.auth import OAuthFlowError, OAuthRegistrationError
 from mcp.client.auth.utils import (
@@ -547,9 +547,9 @@ def _refresh_turn(row_id: int) -> Iterator[None]:
     Where the database locks rows (PostgreSQL), the turn is the row's lock, held by a transaction
     around the whole refresh. SQLite's only lock is the database's write lock: held across the
     authorization server's two requests (15 s timeouts each), it stalled every writer of every
-    process, and they give up after 5 s. There the turn is an exclusive lock on the connection's
-    file under VAR_DIR/locks (the processes of a SQLite deployment share its file and VAR_DIR), and
-    the refresh's result is written by one short statement (`_store_refresh`).
+    process, and they give up after 20 s. There the turn is an exclusive lock on the connection's
+    file beside the database (`_lock_file`), and the refresh's outcome is written by one short
+    transaction of its own (`_store_refresh`).
     """
     connection = transaction.get_connection()
     if connection.vendor != "sqlite":
@@ -557,26 +557,47 @@ def _refresh_turn(row_id: int) -> Iterator[None]:
             list(UserToken.objects.select_for_update().filter(pk=row_id).values_list("pk", flat=True))
             yield
         return
-    locks = Path(settings.VAR_DIR) / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"oauth-refresh-{int(row_id)}.lock", "a") as held:
+    # Called outside any transaction (the vault's reads, a run's renewal): inside one, the turn would
+    # end before the outer commit, and another refresher could read the spent refresh token.
+    with open(_lock_file(connection.settings_dict["NAME"], row_id), "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes, or the process dies
         yield
 
 
-def _store_refresh(row: UserToken, changes: dict[str, Any]) -> UserToken | None:
-    """Write a refresh's outcome only over the tokens it read; returns the row as it now stands.
+def _lock_file(database: object, row_id: int) -> Path:
+    """The refresh turn's file: beside the database file, so every process using it finds it there
+    whatever its VAR_DIR; an in-memory database (one process) gets one under VAR_DIR."""
+    name = str(database)
+    if name.startswith("file:") or ":memory:" in name or "mode=memory" in name:
+        folder = Path(settings.VAR_DIR) / "locks" / hashlib.sha256(name.encode()).hexdigest()[:16]
+    else:
+        folder = Path(name).resolve().with_name(f"{Path(name).name}-locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"oauth-refresh-{int(row_id)}.lock"
 
-    Under a row lock nothing else can have changed them. Under SQLite's file lock a new sign-in or
-    a disconnect may have come meanwhile: it wins (its tokens are newer; a deleted connection stays
-    deleted), and the caller gets the row as it is.
+
+STORE_ATTEMPTS = 3  # a refresh's outcome is worth retrying: the server has spent the old refresh token
+
+
+def _store_refresh(row: UserToken, changes: dict[str, Any]) -> UserToken | None:
+    """Write a refresh's outcome only over the refresh token it used; returns the row as it stands.
+
+    Under a row lock nothing else can have changed it. Under SQLite's file lock a new sign-in (a new
+    refresh token) or a disconnect may have come meanwhile: it wins, and the caller gets the row as
+    it is. Tokens a task brought (`vault.store`) change only the access token: the refresh's pair is
+    written over them, so its rotated refresh token is kept.
     """
     changes = {**changes, "updated_at": timezone.now()}
-    written = UserToken.objects.filter(
-        pk=row.pk,
-        token_encrypted=row.token_encrypted,
-        refresh_token_encrypted=row.refresh_token_encrypted,
-    ).update(**changes)
+    for attempt in range(STORE_ATTEMPTS):
+        try:
+            with transaction.atomic():  # through the writers' queue (console/sqlite/base.py)
+                written = UserToken.objects.filter(
+                    pk=row.pk, refresh_token_encrypted=row.refresh_token_encrypted
+                ).update(**changes)
+            break
+        except OperationalError:
+            if attempt == STORE_ATTEMPTS - 1 or transaction.get_connection().in_atomic_block:
+                raise
     if not written:
         return UserToken.objects.filter(pk=row.pk).first()
     for name, value in changes.items():

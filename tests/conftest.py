@@ -178,10 +178,14 @@ def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    """Django removes the file test database; its WAL side files are ours to remove."""
+    """Django removes the file test database; its WAL side files and lock folder are ours to remove."""
     import glob
     import os
+    import shutil
     import tempfile
 
     for path in glob.glob(os.path.join(tempfile.gettempdir(), f"atc-test-{os.getpid()}.sqlite3-*")):
-        os.remove(path)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)

@@ -4,6 +4,7 @@ new sign-in; against the real authorization server of tests/tools/oauth_server.p
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from console import crypto, oauth, vault
-from console.models import Organization, UserToken
+from console.models import GraphItem, Organization, UserToken
 from console.oauth_models import OAuthClient
 from tests.test_oauth_signin import REDIRECT, oauth_item, owner, sign_in
 from tests.tools.oauth_server import OAuthMCP
@@ -103,8 +104,6 @@ def test_refresh_tokens_client_secrets_and_verifiers_rotate_with_the_key_list(
 ):
     from cryptography.fernet import Fernet
 
-    from console import crypto
-
     columns = {(m.__name__, f) for m, f in crypto.encrypted_columns()}
     assert {
         ("UserToken", "refresh_token_encrypted"),
@@ -166,24 +165,33 @@ def test_a_refresh_waiting_for_the_authorization_server_holds_no_database_lock(s
 @pytest.mark.django_db(transaction=True)
 def test_two_tasks_refreshing_at_once_make_one_refresh_and_read_the_same_token(server, alice, connected):
     refreshing = Refreshing(server, connected)
-    second: dict[str, UserToken | None] = {}
+    second: dict[str, object] = {}
 
     def refresh_too() -> None:
         try:
             second["row"] = oauth.refresh(connected.pk)
+        except BaseException as exc:
+            second["error"] = exc
         finally:
             connection.close()
 
     waiter = threading.Thread(target=refresh_too)
     waiter.start()
+    # Give the second a chance to reach the server: without the turn it would (a second refresh
+    # with the same refresh token); with it, it waits. Passing never depends on this window.
+    for _ in range(100):
+        if server.provider.refreshes > 1 or not waiter.is_alive():
+            break
+        time.sleep(0.01)
     first = refreshing.release()
     waiter.join(30)
+    assert not waiter.is_alive() and "error" not in second, second
     assert second["row"].reveal() == first.reveal() != connected.reveal()
     assert server.provider.refreshes == 1
 
 
-# Under SQLite's file lock a sign-in or a disconnect can land while a refresh waits; under a row
-# lock (PostgreSQL) they wait for the refresh instead.
+# Under SQLite's file lock a sign-in, a disconnect or a task's tokens can land while a refresh
+# waits; under a row lock (PostgreSQL) they wait for the refresh instead.
 sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's refresh turn")
 
 
@@ -191,10 +199,24 @@ sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's
 @pytest.mark.django_db(transaction=True)
 def test_a_sign_in_during_a_refresh_wins(server, alice, connected):
     refreshing = Refreshing(server, connected)
-    UserToken.objects.filter(pk=connected.pk).update(token_encrypted=crypto.encrypt("signed-in-again"))
+    item = GraphItem.objects.get(key="gi-oauth")
+    _, signed_in = oauth.finish(sign_in(server, alice, item, session="sess-2")[1], "sess-2")
     row = refreshing.release()
-    assert row.reveal() == "signed-in-again" == UserToken.objects.get().reveal()
     assert server.provider.refreshes == 1  # the refresh happened, and its tokens were not kept
+    stored = UserToken.objects.get()
+    assert row.reveal() == signed_in.reveal() == stored.reveal()
+    assert stored.reveal_refresh() == signed_in.reveal_refresh() != connected.reveal_refresh()
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_tokens_a_task_brings_during_a_refresh_keep_the_rotated_refresh_token(server, alice, connected):
+    refreshing = Refreshing(server, connected)
+    vault.store(alice.org.id, owner(alice), "gi-oauth", "brought-by-a-task")
+    row = refreshing.release()
+    stored = UserToken.objects.get()
+    assert stored.reveal_refresh() != connected.reveal_refresh()  # the old one is spent at the server
+    assert stored.reveal() == row.reveal() in server.provider.access
 
 
 @sqlite_only
