@@ -24,7 +24,7 @@ from console import heap, serve
 from console.celery import app
 from tasks_app import actions, dispatch
 from tasks_app.models import Status
-from tasks_app.runtime import RUNTIME_IMPORTS
+from tasks_app.runtime import WORKER_IMPORTS
 from tasks_app.runtime.worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -164,14 +164,14 @@ def _check_keys(**_: object) -> None:
 def _warm_up(**_: object) -> None:
     """Import the model runtime, settle the collector (console/heap.py), then start the run pool,
     all before the first delivery."""
-    heap.settle(preload=RUNTIME_IMPORTS)
+    heap.settle(preload=WORKER_IMPORTS)
     _process.get()
 
 
 @signals.worker_process_init.connect
 def _settle_pool_process(**_: object) -> None:
     """A prefork pool's child runs the agents: it preloads and settles its own collector too."""
-    heap.settle(preload=RUNTIME_IMPORTS)
+    heap.settle(preload=WORKER_IMPORTS)
 
 
 @signals.worker_shutdown.connect

@@ -8,7 +8,7 @@ import signal
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from console import crypto, heap, serve
-from tasks_app.runtime import RUNTIME_IMPORTS
+from tasks_app.runtime import WORKER_IMPORTS
 from tasks_app.runtime.worker import WorkerPool
 
 
@@ -28,7 +28,7 @@ class Command(BaseCommand):
             crypto.check_stored_secrets()
         except crypto.KeysDoNotMatchData as exc:
             raise CommandError(f"Refusing to start: {exc}") from None
-        heap.settle(preload=RUNTIME_IMPORTS)  # before the pool takes its first task (console/heap.py)
+        heap.settle(preload=WORKER_IMPORTS)  # before the pool takes its first task (console/heap.py)
         asyncio.run(self._main(opts["worker_id"], opts["concurrency"]), loop_factory=serve.new_event_loop)
 
     async def _main(self, worker_id: str | None, concurrency: int | None) -> None:
