@@ -26,7 +26,7 @@ except crypto.KeysDoNotMatchData as exc:  # refuse to serve rather than strand t
 django_app = StreamingASGIHandler()
 
 # What `python -m console.serve` imports before it freezes its start-up objects (console/heap.py):
-# the agent runtime, when runs execute in this process.
+# the agent runtime's default-provider path (tasks_app/runtime), when runs execute in this process.
 PRELOAD = RUNTIME_IMPORTS if settings.TASK_EXECUTION == "inprocess" else ()
 
 

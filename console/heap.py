@@ -7,7 +7,7 @@ every full collection walked all of them again. Agent runs allocate fast, so wit
 threshold (a young collection every 700 net allocations) a run's short-lived objects were caught
 alive by a young collection, promoted, and then kept the full collections coming. Measured with
 bench/compare.py's `ours` phase (docs/benchmarks.md, issue 17's sixth round), the collector took
-about 9% of the server's CPU at concurrency 32, and a full collection with 2,000 tasks waiting took
+7.5-8% of the server's CPU at concurrency 32 (1% after), and a full collection with 2,000 tasks waiting took
 over a second of CPU.
 
 So once a process has loaded what it will use (`settle`, at a quiet point before it serves):
@@ -34,9 +34,9 @@ CHOICES = ("tuned", "python")
 YOUNG_THRESHOLD = 10_000  # net allocations between young collections (Python's default: 700)
 
 
-def gc_choice(choice: str | None = None) -> str:
+def gc_choice() -> str:
     """The collector setting SERVER_GC names; anything else stops the process with a message."""
-    named = (choice if choice is not None else os.environ.get("SERVER_GC", "")).strip().lower()
+    named = os.environ.get("SERVER_GC", "").strip().lower()
     if not named:
         return "tuned"
     if named not in CHOICES:
