@@ -16,6 +16,10 @@ scripted OpenAI-compatible model (bench/services.py, its own process), with the 
 - langchain:  the same agent in-process, no server (bench/langgraph_app/inprocess.py, a subprocess).
 - pydantic:   pydantic-ai alone in-process (our runtime library; no server, no MCP; one shared
               AsyncOpenAI client), in a subprocess of this script so it has its own GIL.
+- library:    pydantic-ai as our runtime drives it, in-process in a subprocess: the lean model client
+              (tasks_app/runtime/lean_openai.py), the model and Agent built per run, the events taken by an
+              event_stream_handler (tasks_app/runtime/runner.py); no server, no MCP, no writes. What our
+              server's run costs before anything of the server's own.
 - ours:       the embedded default (bench/runtime.py's Server: daphne, SQLite, in-process worker), a
               builtin agent with one MCP server in its graph that the prompt does not call; REST
               create + SSE to task_finished; the SSE ids (event seq) are checked for gaps and repeats.
@@ -32,7 +36,7 @@ scripted OpenAI-compatible model (bench/services.py, its own process), with the 
 - stop:       bench/runtime.py's stop phase: 32 stops at once.
 - capacity:   bench/runtime.py's capacity phase with 2,000 tasks on a fresh server process.
 
-Each of langgraph, langchain, pydantic, ours, both, chunk and platform runs `--runs` times (rounds
+Each of langgraph, langchain, pydantic, library, ours, both, chunk and platform runs `--runs` times (rounds
 interleaved, ratios computed per round, the median and range printed); stop and capacity once.
 A failed run (a wrong answer, a lost or repeated event, a failed task) fails the benchmark: exit 1.
 Results: bench/results/compare[-quick]-<time>.json.
@@ -95,7 +99,18 @@ LONG_CHUNKS = 500
 CONC = 32
 # after the gate opens: 1 s to the first byte, then 20 chunks 50 ms apart (as bench/runtime.py)
 CAPACITY_MODEL = {"capacity_delay_first": 1.0, "capacity_chunks": 20, "capacity_delay_chunk": 0.05}
-PHASES = ("langgraph", "langchain", "pydantic", "ours", "both", "chunk", "platform", "stop", "capacity")
+PHASES = (
+    "langgraph",
+    "langchain",
+    "pydantic",
+    "library",
+    "ours",
+    "both",
+    "chunk",
+    "platform",
+    "stop",
+    "capacity",
+)
 REDIS_URL = "redis://127.0.0.1:6379/0"  # the scaled-out deployment's channel layer
 # Celery threads per worker process: each holds one run until it ends (acks late), so at least CONC,
 # with room for the runs that finish while the next ones arrive (the runs share one event loop)
@@ -314,12 +329,37 @@ async def pydantic_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     chunks = LONG_CHUNKS if args.mode == "long" else PLAIN_CHUNKS
     expected = agent_answer(chunks)
+    if args.lean:  # the client our runtime gives OpenAI-compatible endpoints (runtime/lean_openai.py)
+        from tasks_app.runtime.lean_openai import LeanAsyncOpenAI as AsyncOpenAI
     client = AsyncOpenAI(api_key="sk-bench-model", base_url=args.model_url, max_retries=2, timeout=120)
     model = OpenAIChatModel(
         "scripted", provider=OpenAICompatibleProvider("openai_compatible", openai_client=client)
     )
     agent = Agent(model, instructions="Answer briefly.")
     errors: list[str] = []
+
+    async def as_our_runtime(_i: int) -> dict[str, Any]:
+        """As tasks_app/runtime/runner.py drives it: the model and Agent built per run, the run's
+        events taken by an `event_stream_handler` in the run's own task (no server, no MCP, no writes)."""
+        prompt = f"[bench:{args.mode}:lib-{uuid.uuid4().hex[:12]}] What is 2 + 3?"
+        t0 = time.perf_counter()
+        parts = 0
+
+        async def handle(_ctx: Any, events: Any) -> None:
+            nonlocal parts
+            async for event in events:
+                if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                    parts += bool(event.part.content)
+                elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                    parts += bool(event.delta.content_delta)
+
+        per_run = OpenAIChatModel(
+            "scripted", provider=OpenAICompatibleProvider("openai_compatible", openai_client=client)
+        )
+        result = await Agent(per_run, instructions="Answer briefly.").run(prompt, event_stream_handler=handle)
+        if result.output != expected or parts != chunks:
+            raise RuntimeError(f"pydantic-ai answered {parts} chunks: {str(result.output)[:80]!r}")
+        return {"latency": time.perf_counter() - t0, "chunks": parts}
 
     async def one(_i: int) -> dict[str, Any]:
         prompt = f"[bench:{args.mode}:pa-{uuid.uuid4().hex[:12]}] What is 2 + 3?"
@@ -341,6 +381,8 @@ async def pydantic_worker(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"pydantic-ai answered {parts} chunks: {str(output)[:80]!r}")
         return {"latency": time.perf_counter() - t0, "chunks": parts}
 
+    if args.lean:
+        one = as_our_runtime
     await run_at(4, args.warmup, one)
     out: dict[str, Any] = {}
     for conc, runs in ((1, args.c1), (CONC, args.c32)):
@@ -356,11 +398,13 @@ async def pydantic_worker(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-async def phase_pydantic(model_url: str, cfg: dict[str, Any], mode: str = "plain") -> dict[str, Any]:
+async def phase_pydantic(
+    model_url: str, cfg: dict[str, Any], mode: str = "plain", lean: bool = False
+) -> dict[str, Any]:
     c1, c32 = (cfg["chunk_runs"], 0) if mode == "long" else (cfg["c1_runs"], cfg["c32_runs"])
     cmd = [sys.executable, str(SELF), "--pydantic-worker", "--model-url", model_url,
            "--mode", mode, "--c1", str(c1), "--c32", str(c32), "--warmup", str(cfg["warmup"]),
-           "--budget", str(cfg["budget"])]  # fmt: skip
+           "--budget", str(cfg["budget"]), *(["--lean"] if lean else [])]  # fmt: skip
     return await asyncio.to_thread(subprocess_json, cmd, 900)
 
 
@@ -633,6 +677,10 @@ def ratio(a: list[Any], b: list[Any], invert: bool = False) -> list[float | None
     ]
 
 
+def difference(a: list[Any], b: list[Any]) -> list[float | None]:
+    return [None if x is None or y is None else round(x - y, 3) for x, y in zip(a, b, strict=True)]
+
+
 def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     rounds = res["rounds"]
     rows: list[tuple[str, str, str, bool | None]] = []
@@ -653,7 +701,9 @@ def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             rows.append((what, text + unit, target, ok(m)))
 
     for name, label in (("langgraph", "LangGraph server (langgraph dev)"), ("langchain", "LangChain agent in-process"),
-                        ("pydantic", "pydantic-ai alone in-process"), ("ours", "this project, embedded default"),
+                        ("pydantic", "pydantic-ai alone in-process"),
+                        ("library", "pydantic-ai as our runtime drives it, in-process"),
+                        ("ours", "this project, embedded default"),
                         ("both", scaled)):  # fmt: skip
         show2(
             f"{label}: c1 p50 / p95",
@@ -665,11 +715,21 @@ def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     for name, label, key in (("langgraph", "LangGraph server process", "server_cpu_ms_per_run"),
                              ("langchain", "LangChain in-process", "cpu_ms_per_run"),
                              ("pydantic", "pydantic-ai in-process", "cpu_ms_per_run"),
+                             ("library", "pydantic-ai as our runtime drives it", "cpu_ms_per_run"),
                              ("ours", "our server process", "server_cpu_ms_per_run"),
                              ("both", "our web + worker processes (scaled out)", "server_cpu_ms_per_run")):  # fmt: skip
         show(f"CPU per run at c{CONC}: {label}", get(rounds, name, f"c{CONC}", key), " ms")
     show2(f"CPU per run at c{CONC}, scaled out: web / workers", get(rounds, "both", f"c{CONC}", "web_cpu_ms_per_run"),
           get(rounds, "both", f"c{CONC}", "workers_cpu_ms_per_run"), " ms")  # fmt: skip
+    # What each server spends per run beyond its own library's run (the library measured alone).
+    cpu = {n: get(rounds, n, f"c{CONC}", k) for n, k in (("langgraph", "server_cpu_ms_per_run"),
+           ("langchain", "cpu_ms_per_run"), ("library", "cpu_ms_per_run"), ("ours", "server_cpu_ms_per_run"))}  # fmt: skip
+    show(f"CPU per run at c{CONC} beyond the library: LangGraph server - LangChain in-process",
+         difference(cpu["langgraph"], cpu["langchain"]), " ms")  # fmt: skip
+    show(f"CPU per run at c{CONC} beyond the library: our server - our runtime's pydantic-ai",
+         difference(cpu["ours"], cpu["library"]), " ms")  # fmt: skip
+    show(f"CPU per run at c{CONC}: our runtime's pydantic-ai / LangGraph's whole server",
+         ratio(cpu["library"], cpu["langgraph"]), "x")  # fmt: skip
     ours32, lg32, pa32 = (get(rounds, n, f"c{CONC}", "per_s") for n in ("ours", "langgraph", "pydantic"))
     ours1, lg1, pa1 = (get(rounds, n, "c1", "p50_ms") for n in ("ours", "langgraph", "pydantic"))
     check(f"c{CONC}: ours / LangGraph runs/s", ratio(ours32, lg32), ">= 1x", lambda m: m >= 1.0, "x")
@@ -716,7 +776,7 @@ def failures(res: dict[str, Any]) -> list[str]:
     """Failed runs anywhere: wrong answers, lost or repeated events, tasks not completed."""
     out = []
     for i, r in enumerate(res["rounds"]):
-        for name in ("langgraph", "langchain", "pydantic", "ours", "both"):
+        for name in ("langgraph", "langchain", "pydantic", "library", "ours", "both"):
             blocks = r.get(name) or {}
             if blocks.get("errors"):
                 out.append(
@@ -846,6 +906,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await step("langchain", lambda: phase_langchain(venv, services.model_url, cfg, workdir))
             if "pydantic" in only:
                 await step("pydantic", lambda: phase_pydantic(services.model_url, cfg))
+            if "library" in only:
+                await step("library", lambda: phase_pydantic(services.model_url, cfg, lean=True))
             if "ours" in only:
                 await step("ours", lambda: phase_ours(srv, agent_mcp, cfg))
             if both is not None:
@@ -965,6 +1027,7 @@ def main() -> None:
     parser.add_argument("--pydantic-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-url", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="plain", help=argparse.SUPPRESS)
+    parser.add_argument("--lean", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--c1", type=int, default=30, help=argparse.SUPPRESS)
     parser.add_argument("--c32", type=int, default=320, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=5, help=argparse.SUPPRESS)
