@@ -29,6 +29,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connections
 
+from console.prepared import KeyedRead
 from tasks_app import actions, bus, live_receive, wire
 from tasks_app.models import TERMINAL_STATUSES, Task
 
@@ -80,13 +81,17 @@ def on_read_threads(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
 
 def _read(task_id: str, after: int) -> tuple[list[Envelope], str]:
     # Status first: a final status commits with its events, so reading the log after it sees them all.
-    row = Task.objects.filter(pk=task_id).values_list("status", "last_seq").first()
-    status, last_seq = row or ("failed", 0)
+    try:
+        row = _STATUS.get(task_id)  # every follower's first read and each of its ticks: compiled once
+        status, last_seq = row.status, row.last_seq
+    except Task.DoesNotExist:
+        status, last_seq = "failed", 0
     if last_seq <= after:  # last_seq commits with the events: nothing new, so no log query (a quiet tick)
         return [], status
     return [wire.envelope(r) for r in actions.events_after(task_id, after, limit=PAGE)], status
 
 
+_STATUS = KeyedRead(Task, lambda task_id: Task.objects.only("status", "last_seq").filter(pk=task_id))
 aread = on_read_threads(_read)
 
 

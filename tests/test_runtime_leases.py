@@ -137,6 +137,42 @@ def test_only_a_first_claim_skips_the_sub_task_lookup(alice, builtin_agent, exte
     assert claimed_again.data["sub_executions"] == [child.id]
 
 
+def test_a_finish_told_there_are_no_sub_tasks_asks_no_sub_task_query(alice, builtin_agent):
+    """The runtime's finish of a first run with no sub-agent in its graph: its final snapshots list
+    no sub-tasks without asking; the same finish without the hint asks."""
+    told, untold = (
+        alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json() for _ in "ab"
+    )
+    for task in (told, untold):
+        actions.claim_task(task["id"], "w1", 30)
+    with CaptureQueriesContext(connection) as ctx:
+        actions.finish_task(told["id"], "completed", "ok", worker_id="w1", no_sub_tasks=True)
+    assert not [q for q in ctx.captured_queries if '"parent_id" =' in q["sql"]]
+    assert TaskEvent.objects.get(task_id=told["id"], type="task_finished").data["sub_executions"] == []
+    with CaptureQueriesContext(connection) as ctx:
+        actions.finish_task(untold["id"], "completed", "ok", worker_id="w1")
+    assert [q for q in ctx.captured_queries if '"parent_id" =' in q["sql"]]
+
+
+def test_the_runtime_tells_a_finish_there_are_no_sub_tasks_only_when_none_can_exist(alice, builtin_agent):
+    """Only the first attempt of a first turn whose graph offers no sub-agent: a follow-up turn, a
+    re-claimed task (a requeue, a resume after sign-in) or a graph with an agent may have some."""
+    from console.models import GraphItem
+    from tasks_app.runtime.runner import _made_no_sub_tasks
+
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    run = actions.claim_task(task["id"], "w1", 30)
+    mcp = GraphItem(agent=builtin_agent, key="gi-mcp", type="mcp", name="Tools")
+    sub_agent = GraphItem(agent=builtin_agent, key="gi-agent", type="agent", name="Helper")
+    assert (run.turns, run.attempts) == (1, 1)
+    assert _made_no_sub_tasks(run, []) and _made_no_sub_tasks(run, [mcp])
+    assert not _made_no_sub_tasks(run, [mcp, sub_agent])
+    run.attempts = 2
+    assert not _made_no_sub_tasks(run, [mcp])
+    run.attempts, run.turns = 1, 2
+    assert not _made_no_sub_tasks(run, [mcp])
+
+
 def test_a_finish_stores_the_runs_last_events_with_its_own_in_one_insert(alice, builtin_agent):
     """The run's last chunk and the final task_updated and task_finished: one INSERT, in seq order."""
     task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()

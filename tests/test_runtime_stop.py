@@ -81,6 +81,7 @@ def test_a_sub_agent_runs_as_a_child_task_and_stops_with_its_parent(daphne_serve
     child = api.get(f"/agent-execution/{trigger['data']['sub_task_id']}/status").json()
     assert child["parent_execution"] == task["id"] and child["triggering_agent_id"] == parent["id"]
     assert child["status"] == "completed" and child["result"] == "Child answer."
+    assert final["sub_executions"] == [child["id"]]  # the finish of a run that delegated asks for them
     result = next(e for e in events if e["type"] == "tool_call_result")
     assert result["data"]["result"] == "Child answer."
     assert result["data"]["graph_node_id"] == "gi-helper"

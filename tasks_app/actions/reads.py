@@ -35,14 +35,20 @@ def get_task(actor: Actor, task_id: str) -> Task:
 
 def task_scope(actor: Actor, task_id: str) -> tuple[str, str]:
     """(id, organization id) of a task the actor may see; what a stream needs, without the row."""
-    found = (
-        Task.objects.filter(pk=task_id, organization_id=actor.organization_id)
-        .values_list("id", "organization_id")
-        .first()
-    )
-    if found is None:
-        raise NotFound(f"Task {task_id} not found")
-    return found
+    try:
+        found = _SCOPE.get(task_id, actor.organization_id)  # every stream opens with it: compiled once
+    except Task.DoesNotExist:
+        raise NotFound(f"Task {task_id} not found") from None
+    return found.id, found.organization_id
+
+
+_SCOPE = KeyedRead(
+    Task,
+    lambda task_id, org_id: Task.objects.only("id", "organization_id").filter(
+        pk=task_id, organization_id=org_id
+    ),
+    2,
+)
 
 
 LIST_FILTERS = {"user_id", "parent_task_id", "triggering_agent_id", "status", "internal_status"}

@@ -161,12 +161,15 @@ def finish_task(
     events: Iterable[tuple[str, Any]] = (),
     activity: Iterable[tuple[str, dict[str, Any]]] = (),
     secrets: Iterable[str] | None = None,
+    no_sub_tasks: bool = False,
 ) -> Task | None:
     """Finish a running task unless it already finished (a stop may have won the race).
 
     `events` and `activity`: the run's last progress (as record_progress takes it, masked with
     `secrets`), stored before the final events in the same transaction; dropped with the rest when
     the run no longer holds the task.
+    `no_sub_tasks`: the caller knows the task has none (the runtime: the first attempt of a first
+    turn whose graph offered no sub-agent), so the final snapshots need no query for them.
     """
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status} is not a final status")
@@ -174,6 +177,8 @@ def finish_task(
         task = _task_row_for_update(task_id)
         if task.is_finished or (worker_id is not None and task.lease_owner != worker_id):
             return None
+        if no_sub_tasks:
+            task.mark_no_sub_tasks()
         also: list[str] = []  # saved in _finish's one UPDATE
         events, activity = list(events), list(activity)
         if events or activity:

@@ -172,7 +172,17 @@ async def _run_turn(task_id: str, worker_id: str, claimed: Task | None) -> None:
         events=events,
         activity=activity,
         secrets=state.secrets,
+        no_sub_tasks=_made_no_sub_tasks(task, items),
     )
+
+
+def _made_no_sub_tasks(task: Task, items: list[GraphItem]) -> bool:
+    """Whether the task can have no sub-tasks: only a run makes them, through a sub-agent of its graph.
+
+    The first attempt of a first turn whose graph (as this run read it) offered no sub-agent: no
+    earlier run or attempt could have made one, nor this run. `task` is the run's copy as claimed.
+    """
+    return task.turns == 1 and task.attempts == 1 and not any(i.type == "agent" for i in items)
 
 
 async def _run(state: RunState, sink: Any, history: list[dict[str, Any]]) -> tuple[str, dict[str, int]]:
