@@ -223,3 +223,130 @@ def test_a_locking_read_needs_a_transaction_and_locks_the_row(task):
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND pid = pg_backend_pid()"
             )
             assert cursor.fetchone()[0] >= 1  # FOR UPDATE took the row: this transaction has an id
+
+
+# ---- Appends: bulk_create's rows, the INSERT built once per size -----------------------------------
+
+
+def stored(model, **filters) -> list[dict]:
+    """The rows as the ORM reads them back, every column."""
+    return [fields(row) for row in model.objects.filter(**filters).order_by("pk")]
+
+
+def test_appended_rows_are_what_bulk_create_stores(task):
+    from tasks_app.models import ActivityEntry, TaskEvent
+
+    now = timezone.now()
+    data = [{"text": "héllo ☃", "n": [1, 2.5, None], "deep": {"ok": True}}, "a chunk", None]
+
+    def events(start: int) -> list[TaskEvent]:
+        return [
+            TaskEvent(task_id=task.id, seq=start + i, type="chunk", time=now, data=d)
+            for i, d in enumerate(data)
+        ]
+
+    ours = prepared.Appends(TaskEvent).insert(events(100))
+    TaskEvent.objects.bulk_create(events(200))
+    mine, theirs = stored(TaskEvent, seq__lt=200), stored(TaskEvent, seq__gte=200)
+    assert [{**r, "id": None, "seq": r["seq"] % 100} for r in mine] == [
+        {**r, "id": None, "seq": r["seq"] % 100} for r in theirs
+    ]
+    assert all(not row._state.adding and row._state.db == "default" for row in ours)
+    entries = [
+        ActivityEntry(task_id=task.id, position=50 + i, kind="message", turn=1, data={"i": i})
+        for i in range(2)
+    ]
+    prepared.Appends(ActivityEntry).insert(
+        entries
+    )  # a primary key given by the model (a uuid), not the database
+    assert [(r["id"], r["position"], r["data"]) for r in stored(ActivityEntry, task_id=task.id)] == [
+        (e.id, e.position, e.data) for e in entries
+    ]
+
+
+def test_a_task_appended_reads_back_as_saved(task):
+    """The create's INSERT of a whole task: every column as Model.save(force_insert=True) stores it."""
+    copy = Task(
+        organization_id=task.organization_id,
+        agent_id=task.agent_id,
+        input_text=task.input_text,
+        input_files=task.input_files,
+        input_user=task.input_user,
+        status=task.status,
+        lease_owner=task.lease_owner,
+        lease_expires_at=task.lease_expires_at,
+        last_seq=task.last_seq,
+        created_at=task.created_at,
+        updated_at=task.updated_at,
+    )
+    prepared.Appends(Task).insert([copy])
+    again = Task.objects.get(pk=copy.id)
+    assert {**fields(again), "id": task.id} == fields(Task.objects.get(pk=task.id))
+
+
+def test_an_insert_is_built_once_per_size_and_is_one_statement(task):
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks_app.models import TaskEvent
+
+    appends = prepared.Appends(TaskEvent)
+    now = timezone.now()
+    with CaptureQueriesContext(connection) as ctx:
+        for start in (1, 3, 5):
+            appends.insert(
+                [TaskEvent(task_id=task.id, seq=start + i, type="t", time=now, data=i) for i in range(2)]
+            )
+        appends.insert([TaskEvent(task_id=task.id, seq=9, type="t", time=now, data=None)])
+    assert len(ctx.captured_queries) == 4
+    assert sorted(appends._sql) == [(connection.vendor, 1), (connection.vendor, 2)]
+    assert list(TaskEvent.objects.filter(task_id=task.id).values_list("seq", flat=True)) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        9,
+    ]
+
+
+def test_a_duplicate_fails_as_bulk_create_fails_and_stores_nothing(task):
+    from django.db import IntegrityError
+
+    from tasks_app.models import TaskEvent
+
+    now = timezone.now()
+    TaskEvent.objects.create(task_id=task.id, seq=2, type="t", time=now, data=None)
+    rows = [TaskEvent(task_id=task.id, seq=s, type="t", time=now, data=None) for s in (1, 2)]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        prepared.Appends(TaskEvent).insert(rows)
+    assert list(TaskEvent.objects.filter(task_id=task.id).values_list("seq", flat=True)) == [2]
+
+
+def test_what_it_was_not_checked_against_goes_to_bulk_create(task, monkeypatch):
+    """More rows than MAX_ROWS, an expression as a value, a row with its auto primary key set."""
+    from django.db.models import Value
+
+    from tasks_app.models import TaskEvent
+
+    calls: list[int] = []
+    from django.db.models.query import QuerySet
+
+    original = QuerySet.bulk_create
+
+    def counted(self, objs, *args, **kwargs):
+        calls.append(len(objs))
+        return original(self, objs, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "bulk_create", counted)
+    appends, now = prepared.Appends(TaskEvent), timezone.now()
+    many = [
+        TaskEvent(task_id=task.id, seq=s, type="t", time=now, data=s) for s in range(1, appends.MAX_ROWS + 2)
+    ]
+    appends.insert(many)
+    base = appends.MAX_ROWS + 2
+    appends.insert([TaskEvent(task_id=task.id, seq=base, type=Value("expr"), time=now, data=None)])
+    appends.insert([TaskEvent(pk=10**9, task_id=task.id, seq=base + 1, type="t", time=now, data=None)])
+    assert calls == [appends.MAX_ROWS + 1, 1, 1]
+    assert TaskEvent.objects.get(task_id=task.id, seq=base).type == "expr"
+    assert TaskEvent.objects.filter(task_id=task.id).count() == appends.MAX_ROWS + 3

@@ -13,6 +13,7 @@ from console import crypto, vault
 from console.access import SYSTEM, Actor
 from console.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from console.models import Agent, Framework
+from console.prepared import Appends
 from tasks_app import dispatch
 from tasks_app.actions.log import (
     _action,
@@ -139,7 +140,7 @@ def _create(
         )
         # Its first activity entry and event are counted in the INSERT itself (no UPDATE after).
         task.last_activity, task.last_seq = 1, 1
-        task.save(force_insert=True)
+        _TASKS.insert([task])  # task.save(force_insert=True), its INSERT built once (console.prepared)
         task.last_activity, task.last_seq = 0, 0  # the stores below append at 1 and count to 1 again
         task.mark_no_sub_tasks()  # just made: its snapshots (the event, the response) need no query
         if data.user_tokens and parent is None:
@@ -153,6 +154,9 @@ def _create(
             if agent.framework == Framework.BUILTIN:
                 transaction.on_commit(functools.partial(dispatch.dispatch, task.id))
     return task
+
+
+_TASKS = Appends(Task)
 
 
 def _claim_new(task: Task, seat: dispatch.Seat) -> Task:

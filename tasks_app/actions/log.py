@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from console import crypto
 from console.masking import mask
+from console.prepared import Appends
 from tasks_app import bus, wire
 from tasks_app.models import (
     ActivityEntry,
@@ -297,7 +298,7 @@ def _store_events(
         TaskEvent(task_id=task.id, seq=start + i + 1, type=type_, time=now, data=mask(data, secrets))
         for i, (type_, data) in enumerate(events)
     ]
-    TaskEvent.objects.bulk_create(rows)
+    _EVENTS.insert(rows)
     task.last_seq = start + len(rows)
     _queue(bus.make_message(task.id, task.status, [wire.envelope(r) for r in rows]))
     if any(r.type in SNAPSHOT_EVENTS for r in rows):  # the live list: only changes of the task itself
@@ -320,12 +321,14 @@ def _store_activity(
         )
         for i, (kind, data) in enumerate(entries)
     ]
-    ActivityEntry.objects.bulk_create(rows)
+    _ACTIVITY.insert(rows)
     task.last_activity = start + len(rows)
     return rows
 
 
 SNAPSHOT_EVENTS = frozenset({"task_created", "task_updated", "task_finished"})
+# Every write of a run appends to both logs: their INSERTs are built once per size (console.prepared).
+_EVENTS, _ACTIVITY = Appends(TaskEvent), Appends(ActivityEntry)
 
 
 def _append_activity(
