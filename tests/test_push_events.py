@@ -117,3 +117,43 @@ def test_it_refuses_events_for_a_finished_task_and_takes_any_thought(alice, task
     alice.patch(f"/api/agent-execution/{task['id']}/update", {"status": "completed", "result": "ok"})
     r = alice.post(f"/api/agent-execution/{task['id']}/events/push", [{"type": "chunk", "data": "late"}])
     assert r.status_code == 409 and r.json()["status"] == "completed"
+
+
+def test_a_push_mirrors_its_activity_in_order_with_one_write_per_log(alice, task_of):
+    """A batch with several activity-bearing events: entries in the events' order at the next
+    positions, both counters right, one INSERT per log and one UPDATE of the task for the batch."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks_app.models import Task
+
+    task = task_of()
+    call = {"request_id": "r1", "tool_call_id": "c1", "tool_name": "lookup", "payload": {"q": 1}}
+    batch = [
+        {"type": "think", "data": {"thought": "first", "title": "Plan"}},
+        {"type": "chunk", "data": "text "},
+        {"type": "tool_call_request", "data": call},
+        {"type": "tool_call_result", "data": {**call, "result": {"rows": 1}, "is_error": False}},
+        {"type": "chunk", "data": "more"},
+    ]
+    with CaptureQueriesContext(connection) as ctx:
+        r = push(alice, task["id"], batch)
+    assert r.json() == {"accepted": 5, "last_seq": 6}
+    sql = [q["sql"] for q in ctx.captured_queries]
+    assert len([s for s in sql if s.startswith('INSERT INTO "tasks_app_activityentry"')]) == 1, sql
+    assert len([s for s in sql if s.startswith('INSERT INTO "tasks_app_taskevent"')]) == 1, sql
+    assert len([s for s in sql if s.startswith('UPDATE "tasks_app_task"')]) == 1, sql
+    entries = list(ActivityEntry.objects.filter(task_id=task["id"]).order_by("position"))
+    assert [e.position for e in entries] == [1, 2, 3]  # 1: the user's message of the create
+    assert [e.kind for e in entries[1:]] == ["reasoning", "tool_call"]  # a call's result is its entry
+    assert entries[1].data["thought"] == "first"
+    row = Task.objects.get(pk=task["id"])
+    assert entries[2].data["result"] == {"rows": 1}
+    assert (row.last_seq, row.last_activity) == (6, 3)
+    again = push(alice, task["id"], [{"type": "analyze", "data": "next"}])
+    assert again.json() == {"accepted": 1, "last_seq": 7}
+    assert list(
+        ActivityEntry.objects.filter(task_id=task["id"])
+        .values_list("position", flat=True)
+        .order_by("position")
+    ) == [1, 2, 3, 4]

@@ -14,7 +14,14 @@ from console.access import Actor
 from console.errors import Conflict, Invalid, NotFound, TooLarge
 from console.masking import mask
 from tasks_app.actions.create import _user_message
-from tasks_app.actions.log import _action, _append_activity, _append_events, _task_secrets
+from tasks_app.actions.log import (
+    _action,
+    _append_activity,
+    _append_events,
+    _store_activity,
+    _store_events,
+    _task_secrets,
+)
 from tasks_app.actions.reads import get_agent
 from tasks_app.actions.rows import _finish, _locked_task, _require_writer, _save, _snapshot
 from tasks_app.actions.runs import _add_tokens
@@ -56,11 +63,16 @@ def push_events(actor: Actor, task_id: str, events: list[tuple[str, Any]]) -> li
                 f"Task {task.id} is already {task.status}; it takes no more events", status=task.status
             )
         secrets = _task_secrets(task) + vault.tokens_of(task)
-        for type_, data in events:
-            entry = _activity_from_event(type_, data)
-            if entry:
-                _append_activity(task, *entry, secrets)
-        return _append_events(task, events, secrets)
+        # One INSERT per log and one UPDATE of both counters per push, as a run's progress batch writes.
+        entries = [entry for entry in (_activity_from_event(t, d) for t, d in events) if entry]
+        appended = _store_activity(task, entries, secrets)
+        rows = _store_events(task, events, secrets)
+        counters = {"last_seq": task.last_seq} if rows else {}
+        if appended:
+            counters["last_activity"] = task.last_activity
+        if counters:
+            Task.objects.filter(pk=task.id).update(**counters)
+        return rows
 
 
 def _activity_from_event(type_: str, data: Any) -> tuple[str, dict[str, Any]] | None:
