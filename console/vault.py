@@ -100,7 +100,10 @@ def usable_rows(organization_id: str, owner: Owner, keys: list[str]) -> list[Use
     if not owner or not keys:
         return []
     rows = list(owner.rows(organization_id).filter(graph_item_key__in=keys, needs_signin=False))
-    rows = [(oauth.refresh(row.pk) or row) if oauth.due(row) else row for row in rows]
+    # A refresh answers the row as it stands after its turn: None if the connection was deleted
+    # meanwhile (its user disconnected), and then the row read before it must not be used either.
+    refreshed = [oauth.refresh(row.pk) if oauth.due(row) else row for row in rows]
+    rows = [row for row in refreshed if row is not None]
     now = timezone.now()
     usable = [r for r in rows if not r.needs_signin and (r.expires_at is None or r.expires_at > now)]
     if usable:

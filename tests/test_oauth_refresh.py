@@ -3,10 +3,12 @@ new sign-in; against the real authorization server of tests/tools/oauth_server.p
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -127,17 +129,20 @@ class Refreshing:
     """`oauth.refresh` of a due connection in a thread of its own, held at the authorization server
     (its refresh_gate closed) until `release()`: what other writers meet while a refresh waits."""
 
-    def __init__(self, server: OAuthMCP, row: UserToken) -> None:
+    def __init__(self, server: OAuthMCP, row: UserToken, read: Callable[[], Any] | None = None) -> None:
+        """`read`: what the thread does instead of `oauth.refresh(row.pk)` (a task's vault read)."""
         self.server, self.outcome = server, {}
         server.provider.refresh_gate.clear()
         expire(row, server)
-        self.thread = threading.Thread(target=self._run, args=(row.pk,))
+        self.thread = threading.Thread(
+            target=self._run, args=(read or functools.partial(oauth.refresh, row.pk),)
+        )
         self.thread.start()
         assert server.provider.refresh_started.wait(30), "the refresh never reached the server"
 
-    def _run(self, pk: int) -> None:
+    def _run(self, read: Callable[[], Any]) -> None:
         try:
-            self.outcome["row"] = oauth.refresh(pk)
+            self.outcome["row"] = read()
         except BaseException as exc:  # reported by release()
             self.outcome["error"] = exc
         finally:
@@ -226,3 +231,17 @@ def test_a_disconnect_during_a_refresh_is_not_undone(server, alice, connected):
     UserToken.objects.filter(pk=connected.pk).delete()
     assert refreshing.release() is None
     assert not UserToken.objects.exists()  # the refresh wrote nothing back
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_a_task_reading_the_vault_during_a_refresh_gets_nothing_of_a_connection_disconnected_meanwhile(
+    server, alice, connected
+):
+    """The run's load asks the vault while the connection refreshes; its user disconnects meanwhile:
+    the run gets no token for it (it used to fall back to the row read before the refresh)."""
+    refreshing = Refreshing(
+        server, connected, read=lambda: vault.tokens_for(alice.org.id, owner(alice), ["gi-oauth"])
+    )
+    UserToken.objects.filter(pk=connected.pk).delete()
+    assert refreshing.release() == {}
