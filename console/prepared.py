@@ -25,6 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import NOT_PROVIDED, AutoField, Model, QuerySet
 from django.db.models.query import ModelIterable
+from django.db.models.signals import post_save, pre_save
 from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=Model)
@@ -149,16 +150,18 @@ class Appends(Generic[M]):
     progress batch, the finish, each push of an external worker), and `bulk_create` builds and
     compiles an insert query per call: ~0.15 ms of CPU for two rows here, most of the call.
 
-    As `bulk_create` does: each field's `pre_save(add=True)` (defaults set by the model's
-    `__init__`, `auto_now_add`) and `get_db_prep_save` on the connection, in the model's concrete
-    field order, then each row marked saved (`_state`). What it does not: read back auto primary
-    keys (the callers never use a log row's id; it stays None), nor send signals (neither does
-    `bulk_create`). Anything it was not checked against goes to `bulk_create` itself: more than
-    MAX_ROWS rows, a field with its own placeholder SQL, an expression as a value, a row whose
-    primary key is set to be generated on save.
+    As `bulk_create` does: each row's related objects checked (`_prepare_related_fields_for_save`),
+    each field's `pre_save(add=True)` (defaults set by the model's `__init__`, `auto_now_add`) and
+    `get_db_prep_save` on the connection, in the model's concrete field order, then each row marked
+    saved (`_state`). What it does not: read back auto primary keys (the callers never use a log
+    row's id; it stays None, so such a row is not hashable), nor send signals (neither does
+    `bulk_create`; `insert_one` sends them through `save()` when anything listens). Anything it was
+    not checked against goes to `bulk_create` itself: more rows than MAX_ROWS or than the backend's
+    parameter limit allows, a field with its own placeholder SQL, a database default or a value the
+    database returns, an expression as a value, a row whose primary key is to be generated on save.
     """
 
-    MAX_ROWS = 64  # within every backend's parameter limit for these models, whatever bulk_create batches
+    MAX_ROWS = 64  # a log's appends are a few rows; a push of up to 500 events goes to bulk_create
 
     def __init__(self, model: type[M]) -> None:
         self._model = model
@@ -176,15 +179,18 @@ class Appends(Generic[M]):
         """Insert `rows` in one statement; what `bulk_create(rows)` stores, returned as it returns them."""
         if not rows:
             return rows
+        connection = connections[using]
+        limit = connection.features.max_query_params
         if (
             not self._plain
             or len(rows) > self.MAX_ROWS
+            or (limit is not None and len(rows) * len(self._fields) > limit)
             or any(r.pk is not None if self._auto_pk else r.pk is None for r in rows)
         ):
             return self._model.objects.using(using).bulk_create(rows)
-        connection = connections[using]
         params: list[Any] = []
         for row in rows:
+            row._prepare_related_fields_for_save(operation_name="bulk_create")
             for field in self._fields:
                 value = field.pre_save(row, add=True)
                 if hasattr(value, "resolve_expression"):
@@ -195,6 +201,14 @@ class Appends(Generic[M]):
         for row in rows:
             row._state.adding, row._state.db = False, using
         return rows
+
+    def insert_one(self, row: M, using: str = DEFAULT_DB_ALIAS) -> None:
+        """`row.save(force_insert=True)`: through `insert` unless a pre_save or post_save receiver
+        listens for the model (then `save()` itself, which sends them)."""
+        if pre_save.has_listeners(self._model) or post_save.has_listeners(self._model):
+            row.save(force_insert=True, using=using)
+        else:
+            self.insert([row], using=using)
 
     def _insert_sql(self, connection: Any, count: int) -> str:
         key = (connection.vendor, count)

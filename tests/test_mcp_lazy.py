@@ -245,3 +245,18 @@ def test_a_worker_shutdown_hands_the_task_back_even_if_the_cancel_loses_its_mess
     assert task.status == "pending" and task.lease_owner in (None, "")
     assert not task.is_manually_stopped
     assert task_id not in runner._releasing  # the mark does not outlive its run
+
+
+def test_a_first_run_with_no_sub_agent_in_its_graph_never_asks_for_sub_tasks(alice, server, scripted_model):
+    """Create, claim, run and finish of a first turn whose graph has only an MCP server: none of its
+    snapshots (created, claimed, finished) asks for sub-tasks; the finish is told by the runner."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    agent = make_agent(alice, server, scripted_model)
+    with CaptureQueriesContext(connection) as ctx:
+        task = run(alice, agent, scripted_model, "hi")
+    assert task.status == "completed", task.result
+    assert [t for t, _ in events(task)][-1] == "task_finished"
+    assert any('"tasks_app_task"' in q["sql"] and q["sql"].startswith("UPDATE") for q in ctx.captured_queries)
+    assert not [q["sql"] for q in ctx.captured_queries if '"parent_id" =' in q["sql"]]

@@ -256,12 +256,9 @@ def test_appended_rows_are_what_bulk_create_stores(task):
         ActivityEntry(task_id=task.id, position=50 + i, kind="message", turn=1, data={"i": i})
         for i in range(2)
     ]
-    prepared.Appends(ActivityEntry).insert(
-        entries
-    )  # a primary key given by the model (a uuid), not the database
-    assert [(r["id"], r["position"], r["data"]) for r in stored(ActivityEntry, task_id=task.id)] == [
-        (e.id, e.position, e.data) for e in entries
-    ]
+    prepared.Appends(ActivityEntry).insert(entries)  # the primary key is the model's (a uuid)
+    got = sorted((r["position"], r["id"], r["data"]) for r in stored(ActivityEntry, task_id=task.id))
+    assert got == [(e.position, e.id, e.data) for e in entries]
 
 
 def test_a_task_appended_reads_back_as_saved(task):
@@ -350,3 +347,56 @@ def test_what_it_was_not_checked_against_goes_to_bulk_create(task, monkeypatch):
     assert calls == [appends.MAX_ROWS + 1, 1, 1]
     assert TaskEvent.objects.get(task_id=task.id, seq=base).type == "expr"
     assert TaskEvent.objects.filter(task_id=task.id).count() == appends.MAX_ROWS + 3
+
+
+def test_sql_null_and_json_values_stay_as_bulk_create_stores_them(task):
+    """data=None is SQL NULL on both paths; JSON values holding null stay JSON."""
+    from tasks_app.models import TaskEvent
+
+    now = timezone.now()
+    values = [None, {"a": None}, [None], "x"]
+
+    def events(start: int) -> list[TaskEvent]:
+        return [
+            TaskEvent(task_id=task.id, seq=start + i, type="t", time=now, data=d)
+            for i, d in enumerate(values)
+        ]
+
+    prepared.Appends(TaskEvent).insert(events(10))
+    TaskEvent.objects.bulk_create(events(20))
+    rows = TaskEvent.objects.filter(task_id=task.id)
+    assert set(rows.filter(data__isnull=True).values_list("seq", flat=True)) == {10, 20}
+    assert [r.data for r in rows.filter(seq__lt=20).order_by("seq")] == values
+    assert [r.data for r in rows.filter(seq__gte=20).order_by("seq")] == values
+
+
+def test_insert_one_sends_the_save_signals_when_anything_listens(task):
+    from django.db.models.signals import post_save
+
+    seen: list[tuple[str, bool]] = []
+
+    def heard(sender, instance, created, **kwargs) -> None:
+        seen.append((instance.id, created))
+
+    quiet = Task(organization_id=task.organization_id, agent_id=task.agent_id, input_text="quiet")
+    prepared.Appends(Task).insert_one(quiet)
+    post_save.connect(heard, sender=Task, dispatch_uid="test_prepared.heard")
+    try:
+        heard_one = Task(organization_id=task.organization_id, agent_id=task.agent_id, input_text="heard")
+        prepared.Appends(Task).insert_one(heard_one)
+    finally:
+        post_save.disconnect(sender=Task, dispatch_uid="test_prepared.heard")
+    assert seen == [(heard_one.id, True)]
+    assert set(
+        Task.objects.filter(input_text__in=["quiet", "heard"]).values_list("input_text", flat=True)
+    ) == {
+        "quiet",
+        "heard",
+    }
+
+
+def test_a_stream_read_of_an_unknown_task_is_failed_with_nothing(task):
+    from tasks_app import events
+
+    assert events._read("no-such-task", 0) == ([], "failed")
+    assert events._read(task.id, 7) == ([], task.status)  # nothing after its last seq: no log read

@@ -140,7 +140,7 @@ def _create(
         )
         # Its first activity entry and event are counted in the INSERT itself (no UPDATE after).
         task.last_activity, task.last_seq = 1, 1
-        _TASKS.insert([task])  # task.save(force_insert=True), its INSERT built once (console.prepared)
+        _TASKS.insert_one(task)  # task.save(force_insert=True), its INSERT built once (console.prepared)
         task.last_activity, task.last_seq = 0, 0  # the stores below append at 1 and count to 1 again
         task.mark_no_sub_tasks()  # just made: its snapshots (the event, the response) need no query
         if data.user_tokens and parent is None:

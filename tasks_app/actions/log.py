@@ -285,6 +285,9 @@ def _store_events(
 ) -> list[TaskEvent]:
     """_append_events without storing the task's `last_seq`: the caller saves it with its own UPDATE.
 
+    The rows come back without their database id (console.prepared.Appends): an event is known by
+    its task and seq.
+
     Why: a write that changes the task row anyway (a finish, a progress batch with activity) saves
     the counters in that one UPDATE instead of one more per kind of row appended.
     """
