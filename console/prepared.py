@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.models import NOT_PROVIDED, AutoField, Model, QuerySet
 from django.db.models.query import ModelIterable
 from django.db.models.signals import post_save, pre_save
@@ -196,7 +196,7 @@ class Appends(Generic[M]):
                 if hasattr(value, "resolve_expression"):
                     return self._model.objects.using(using).bulk_create(rows)
                 params.append(field.get_db_prep_save(value, connection=connection))
-        with connection.cursor() as cursor:
+        with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
             cursor.execute(self._insert_sql(connection, len(rows)), params)
         for row in rows:
             row._state.adding, row._state.db = False, using
@@ -220,3 +220,77 @@ class Appends(Generic[M]):
             one = "(" + ", ".join(["%s"] * len(self._fields)) + ")"
             sql = self._sql[key] = f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * count)}"
         return sql
+
+
+class RowUpdates(Generic[M]):
+    """`filter(pk=pk).update(**values)` and `row.save(update_fields=...)` of one row by primary key,
+    the UPDATE built once per set of columns.
+
+    Why: a run's claim, each progress batch (its counters) and its finish each update the task's
+    row; through the ORM each builds and compiles an update query per call (~0.2 ms of CPU here,
+    most of the statement). Values are prepared as the ORM prepares them (`get_db_prep_save`);
+    an expression as a value (an `F()`), a field with its own placeholder SQL or a column that is
+    not a plain concrete field takes the ORM's own path. A failure inside a transaction marks it for
+    rollback, as the ORM's `update()` does.
+    """
+
+    def __init__(self, model: type[M]) -> None:
+        self._model = model
+        self._sql: dict[tuple[str, tuple[str, ...]], tuple[str, list[Any]]] = {}
+
+    def set(self, pk: Any, values: dict[str, Any], using: str = DEFAULT_DB_ALIAS) -> int:
+        """`Model.objects.filter(pk=pk).update(**values)`: the number of rows updated (0 or 1)."""
+        connection = connections[using]
+        key = (connection.vendor, tuple(values))
+        shape = self._sql.get(key)
+        if shape is None:
+            shape = self._shape(connection, tuple(values))
+            if shape is None or any(hasattr(v, "resolve_expression") for v in values.values()):
+                return self._model.objects.using(using).filter(pk=pk).update(**values)
+            self._sql[key] = shape
+        elif any(hasattr(v, "resolve_expression") for v in values.values()):
+            return self._model.objects.using(using).filter(pk=pk).update(**values)
+        sql, fields = shape
+        params = [
+            f.get_db_prep_save(values[name], connection=connection)
+            for name, f in zip(values, fields, strict=True)
+        ]
+        params.append(self._model._meta.pk.get_db_prep_value(pk, connection, prepared=False))
+        with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+    def save(self, row: M, fields: list[str] | tuple[str, ...], using: str = DEFAULT_DB_ALIAS) -> None:
+        """`row.save(update_fields=fields)`: each field's `pre_save` first (`auto_now`), and a
+        DatabaseError when no row was updated; through `save()` itself when a save signal listens."""
+        if pre_save.has_listeners(self._model) or post_save.has_listeners(self._model):
+            row.save(update_fields=fields, using=using)
+            return
+        meta = self._model._meta
+        chosen = [meta.get_field(name) for name in dict.fromkeys(fields)]
+        values = {field.attname: field.pre_save(row, add=False) for field in chosen}
+        if not self.set(row.pk, values, using=using):
+            raise DatabaseError("Save with update_fields did not affect any rows.")
+        row._state.adding, row._state.db = False, using
+
+    def _shape(self, connection: Any, names: tuple[str, ...]) -> tuple[str, list[Any]] | None:
+        meta, quote = self._model._meta, connection.ops.quote_name
+        fields = []
+        for name in names:
+            try:
+                field = meta.get_field(name)
+            except Exception:
+                return None
+            if (
+                not field.concrete
+                or field.primary_key
+                or field.generated
+                or hasattr(field, "get_placeholder_sql")
+            ):
+                return None
+            if field.is_relation and name != field.attname:
+                return None  # an instance for a foreign key: the ORM's path
+            fields.append(field)
+        columns = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+        sql = f"UPDATE {quote(meta.db_table)} SET {columns} WHERE {quote(meta.pk.column)} = %s"
+        return sql, fields

@@ -400,3 +400,83 @@ def test_a_stream_read_of_an_unknown_task_is_failed_with_nothing(task):
 
     assert events._read("no-such-task", 0) == ([], "failed")
     assert events._read(task.id, 7) == ([], task.status)  # nothing after its last seq: no log read
+
+
+# ---- RowUpdates: update() and save(update_fields) of one row, the UPDATE built once per columns ----
+
+
+TASK_ROW = prepared.RowUpdates(Task)
+
+
+def test_an_update_stores_what_the_orms_update_stores(task):
+    now = timezone.now()
+    values = {"status": Status.COMPLETED, "result": "héllo ☃", "finished_at": now, "lease_owner": "",
+              "lease_expires_at": None, "is_manually_stopped": True, "tokens": {"prompt": 3, "nested": [None]},
+              "last_seq": 9}  # fmt: skip
+    twin = Task.objects.create(
+        organization_id=task.organization_id, agent_id=task.agent_id, input_text="twin"
+    )
+    assert TASK_ROW.set(task.id, values) == 1
+    Task.objects.filter(pk=twin.id).update(**values)
+    ours, theirs = fields(Task.objects.get(pk=task.id)), fields(Task.objects.get(pk=twin.id))
+    assert (
+        {k: ours[k] for k in values}
+        == {k: theirs[k] for k in values}
+        == {
+            **values,
+            "finished_at": now,
+        }
+    )
+
+
+def test_an_update_of_no_row_is_zero_and_a_save_of_no_row_fails_as_save_fails(task):
+    from django.db import DatabaseError
+
+    assert TASK_ROW.set("no-such-task", {"last_seq": 1}) == 0
+    ghost = Task(organization_id=task.organization_id, agent_id=task.agent_id)
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        TASK_ROW.save(ghost, ["status"])
+
+
+def test_a_save_takes_field_names_foreign_keys_included(task, alice):
+    from console.models import Membership
+
+    member = Membership.objects.filter(organization_id=alice.org.id).first()
+    row = Task.objects.get(pk=task.id)
+    row.vault_member, row.status, row.input_text = member, Status.STOPPED, "not saved"
+    TASK_ROW.save(row, ["vault_member", "status"])
+    again = Task.objects.get(pk=task.id)
+    assert (again.vault_member_id, again.status, again.input_text) == (
+        member.pk,
+        Status.STOPPED,
+        task.input_text,
+    )
+
+
+def test_an_update_is_built_once_per_columns_and_takes_expressions_the_orms_way(task):
+    from django.db.models import F
+    from django.test.utils import CaptureQueriesContext
+
+    updates = prepared.RowUpdates(Task)
+    with CaptureQueriesContext(connection) as ctx:
+        updates.set(task.id, {"last_seq": 8})
+        updates.set(task.id, {"last_seq": 9})
+        updates.set(task.id, {"last_seq": 9, "last_activity": 2})
+        updates.set(task.id, {"last_seq": F("last_seq") + 1})  # the ORM's own update
+    assert len(ctx.captured_queries) == 4
+    assert sorted(updates._sql) == [
+        (connection.vendor, ("last_seq",)),
+        (connection.vendor, ("last_seq", "last_activity")),
+    ]
+    row = Task.objects.get(pk=task.id)
+    assert (row.last_seq, row.last_activity) == (10, 2)
+
+
+def test_a_failed_update_marks_its_transaction_for_rollback_as_update_does(task):
+    from django.db import IntegrityError
+
+    with transaction.atomic():
+        with pytest.raises(IntegrityError):
+            TASK_ROW.set(task.id, {"status": None})
+        assert transaction.get_rollback()
+    assert Task.objects.get(pk=task.id).status == task.status

@@ -25,7 +25,7 @@ from tasks_app.actions.log import (
     task_user_tokens,
 )
 from tasks_app.actions.reads import get_agent
-from tasks_app.actions.rows import _claim_columns, _require_writer, _save, _snapshot
+from tasks_app.actions.rows import TASK_ROW, _claim_columns, _require_writer, _save, _snapshot
 from tasks_app.models import (
     TERMINAL_STATUSES,
     ActivityKind,
@@ -174,7 +174,7 @@ def _claim_new(task: Task, seat: dispatch.Seat) -> Task:
         setattr(run, column, value)
     _store_events(run, [("task_created", created), ("task_updated", _snapshot(run))])
     run.forget_no_sub_tasks()  # the run may delegate: later snapshots ask again
-    Task.objects.filter(pk=task.id).update(**claim, last_seq=run.last_seq)
+    TASK_ROW.set(task.id, {**claim, "last_seq": run.last_seq})
     return run
 
 

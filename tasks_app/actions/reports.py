@@ -23,7 +23,7 @@ from tasks_app.actions.log import (
     _task_secrets,
 )
 from tasks_app.actions.reads import get_agent
-from tasks_app.actions.rows import _finish, _locked_task, _require_writer, _save, _snapshot
+from tasks_app.actions.rows import TASK_ROW, _finish, _locked_task, _require_writer, _save, _snapshot
 from tasks_app.actions.runs import _add_tokens
 from tasks_app.models import (
     ActivityKind,
@@ -71,7 +71,7 @@ def push_events(actor: Actor, task_id: str, events: list[tuple[str, Any]]) -> li
         if appended:
             counters["last_activity"] = task.last_activity
         if counters:
-            Task.objects.filter(pk=task.id).update(**counters)
+            TASK_ROW.set(task.id, counters)
         return rows
 
 

@@ -21,6 +21,7 @@ from tasks_app.actions.log import (
     _task_secrets,
 )
 from tasks_app.actions.rows import (
+    TASK_ROW,
     _claim_columns,
     _finish,
     _save,
@@ -127,7 +128,7 @@ def record_progress(
         if entries:
             counters["last_activity"] = task.last_activity
         if counters:  # one UPDATE for both counters
-            Task.objects.filter(pk=task.id).update(**counters)
+            TASK_ROW.set(task.id, counters)
         return rows
 
 
