@@ -39,13 +39,14 @@ _PLACEHOLDERS = ("\x00console.prepared.{}\x00", "\x00console.prepared.%_\\'{}\x0
 class _Compiled:
     __slots__ = ("attnames", "compiler", "converters", "fetch_mode", "for_update", "params", "slots", "sql")
 
-    def __init__(self, build: Callable[..., QuerySet], using: str, keys: int) -> None:
+    def __init__(self, build: Callable[..., QuerySet], using: str, keys: int, many: bool = False) -> None:
         forms = []
         for placeholder in _PLACEHOLDERS:
             values = [placeholder.format(i) for i in range(keys)]
             queryset = build(*values)
-            _check_shape(queryset)
-            queryset = queryset.order_by()  # .get() drops the model's default ordering too
+            _check_shape(queryset, many)
+            if not many:
+                queryset = queryset.order_by()  # .get() drops the model's default ordering too
             compiler = queryset.query.get_compiler(using=using)
             sql, params = compiler.as_sql()
             if any(list(params).count(value) != 1 for value in values):
@@ -74,15 +75,16 @@ def _without(params: list[Any], slots: list[int]) -> list[Any]:
     return [p for i, p in enumerate(params) if i not in slots]
 
 
-def _check_shape(queryset: QuerySet) -> None:
-    """One model's own columns, as `.get()` would read them, or ImproperlyConfigured."""
+def _check_shape(queryset: QuerySet, many: bool = False) -> None:
+    """One model's own columns, as `.get()` would read them (or a list with a fixed slice, `many`),
+    or ImproperlyConfigured."""
     query = queryset.query
     if (
         query.select_related
         or query.annotations
         or query.extra
         or query.distinct
-        or query.is_sliced
+        or (query.is_sliced and not many)
         or query.combinator
         or query.values_select
         or queryset._prefetch_related_lookups
@@ -141,6 +143,48 @@ class KeyedRead(Generic[M]):
         if compiled is None or compiled.compiler.connection is not connections[using]:
             compiled = cache[using] = _Compiled(self._build, using, self._keys)
         return compiled
+
+
+class KeyedList(Generic[M]):
+    """`build(*keys)` is the queryset; `all(*keys)` is `list(build(*keys))` without the compiling.
+
+    What KeyedRead does for one row, for the rows of a list read on the hot path (an agent's graph
+    items at each run's load, a new stream's log): the queryset's own ordering and a fixed slice
+    are kept, as they were when it compiled (a slice's size is part of the shape: one KeyedList per
+    size). Keys that are not strings take the ORM's own path.
+    """
+
+    def __init__(self, model: type[M], build: Callable[..., QuerySet[M]], keys: int = 1) -> None:
+        self._model = model
+        self._build = build
+        self._keys = keys
+        self._local = threading.local()
+
+    def all(self, *keys: str, using: str = DEFAULT_DB_ALIAS) -> list[M]:
+        if len(keys) != self._keys:
+            raise TypeError(f"KeyedList.all takes {self._keys} key(s), not {len(keys)}")
+        if not all(type(key) is str for key in keys):
+            return list(self._build(*keys).using(using))
+        cache: dict[str, _Compiled] | None = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = {}
+        compiled = cache.get(using)
+        if compiled is None or compiled.compiler.connection is not connections[using]:
+            compiled = _Compiled(self._build, using, self._keys, many=True)
+            if compiled.for_update:
+                raise ImproperlyConfigured("KeyedList reads without locks; lock rows through the ORM")
+            cache[using] = compiled
+        params = list(compiled.params)
+        for slot, key in zip(compiled.slots, keys, strict=True):
+            params[slot] = key
+        connection = connections[using]
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, params)
+            rows = cursor.fetchall()
+        if compiled.converters:
+            rows = list(compiled.compiler.apply_converters(rows, compiled.converters))
+        from_db, attnames, mode = self._model.from_db, compiled.attnames, compiled.fetch_mode
+        return [from_db(using, attnames, tuple(row), fetch_mode=mode) for row in rows]
 
 
 class Appends(Generic[M]):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import math
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
@@ -29,9 +30,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connections
 
-from console.prepared import KeyedRead
+from console.prepared import KeyedList, KeyedRead
 from tasks_app import actions, bus, live_receive, wire
-from tasks_app.models import TERMINAL_STATUSES, Task
+from tasks_app.models import TERMINAL_STATUSES, Task, TaskEvent
 
 PAGE = 500
 P = ParamSpec("P")
@@ -88,7 +89,16 @@ def _read(task_id: str, after: int) -> tuple[list[Envelope], str]:
         status, last_seq = "failed", 0
     if last_seq <= after:  # last_seq commits with the events: nothing new, so no log query (a quiet tick)
         return [], status
-    return [wire.envelope(r) for r in actions.events_after(task_id, after, limit=PAGE)], status
+    # A new follower reads the log from its start (most streams): that read is compiled once.
+    rows = _log_start(PAGE).all(task_id) if after == 0 else actions.events_after(task_id, after, limit=PAGE)
+    return [wire.envelope(r) for r in rows], status
+
+
+@functools.cache  # by page size: a compiled read keeps the slice it was compiled with
+def _log_start(page: int) -> KeyedList[TaskEvent]:
+    return KeyedList(
+        TaskEvent, lambda task_id: TaskEvent.objects.filter(task_id=task_id).order_by("seq")[:page]
+    )
 
 
 _STATUS = KeyedRead(Task, lambda task_id: Task.objects.only("status", "last_seq").filter(pk=task_id))

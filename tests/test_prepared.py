@@ -480,3 +480,47 @@ def test_a_failed_update_marks_its_transaction_for_rollback_as_update_does(task)
             TASK_ROW.set(task.id, {"status": None})
         assert transaction.get_rollback()
     assert Task.objects.get(pk=task.id).status == task.status
+
+
+# ---- KeyedList: a list read compiled once, its ordering and slice kept --------------------------
+
+
+def test_a_list_read_is_what_the_queryset_lists_in_its_order_and_slice(task):
+    from console.models import GraphItem
+    from tasks_app.models import TaskEvent
+
+    now = timezone.now()
+    TaskEvent.objects.bulk_create(
+        [TaskEvent(task_id=task.id, seq=s, type="t", time=now, data={"s": s}) for s in (3, 1, 4, 2, 5)]
+    )
+    log = prepared.KeyedList(TaskEvent, lambda t: TaskEvent.objects.filter(task_id=t).order_by("seq")[:4])
+    assert [fields(e) for e in log.all(task.id)] == [
+        fields(e) for e in TaskEvent.objects.filter(task_id=task.id).order_by("seq")[:4]
+    ]
+    assert [e.seq for e in log.all(task.id)] == [1, 2, 3, 4]
+    assert log.all("no-such-task") == []
+    for position, key in ((2, "b"), (1, "c"), (1, "a")):
+        GraphItem.objects.create(agent_id=task.agent_id, key=key, type="mcp", name=key, position=position)
+    items = prepared.KeyedList(GraphItem, lambda a: GraphItem.objects.filter(agent_id=a))
+    assert [i.pk for i in items.all(task.agent_id)] == [i.pk for i in task.agent.graph_items.all()]
+    assert [i.key for i in items.all(task.agent_id)][-1] == "b"  # the model's ordering: position, id
+    assert not items.all(task.agent_id)[0]._state.adding
+
+
+def test_a_list_read_compiles_once_and_takes_the_orms_path_for_other_keys(task, monkeypatch):
+    from console.models import GraphItem
+
+    seen = compiles(monkeypatch)
+    items = prepared.KeyedList(GraphItem, lambda a: GraphItem.objects.filter(agent_id=a))
+    for _ in range(3):
+        assert items.all(task.agent_id) == []
+    assert len(seen) == 1
+    GraphItem.objects.create(agent_id=task.agent_id, key="k", type="mcp", name="k")
+    assert [i.key for i in items.all(task.agent)] == ["k"]  # not a string: the queryset itself
+    assert len(seen) == 1
+
+
+def test_a_locking_list_read_is_refused(task):
+    locked = prepared.KeyedList(Task, lambda pk: Task.objects.select_for_update().filter(pk=pk))
+    with pytest.raises(ImproperlyConfigured), transaction.atomic():
+        locked.all(task.id)

@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from console import outbound, vault
 from console.masking import mask
 from console.models import Agent, GraphItem
+from console.prepared import KeyedList
 from tasks_app import actions
 from tasks_app.actions import signin as actions_signin
 from tasks_app.models import Status, Task
@@ -61,7 +62,9 @@ def _load(
 
     task = claimed if claimed is not None else Task.objects.select_related("agent").get(pk=task_id)
     agent = task.agent
-    items = list(agent.graph_items.all())
+    items = _GRAPH_ITEMS.all(agent.id)  # agent.graph_items.all(), compiled once per thread
+    for item in items:
+        item.agent = agent  # as the related manager gives them: no query for an item's agent
     tokens = actions.task_user_tokens(task)
     mcp_keys = [i.key for i in items if i.type == "mcp"]
     stored = vault.tokens_for(task.organization_id, vault.owner_of(task), mcp_keys)
@@ -76,6 +79,7 @@ def _load(
     return task, agent, items, tokens, stored, history
 
 
+_GRAPH_ITEMS = KeyedList(GraphItem, lambda agent_id: GraphItem.objects.filter(agent_id=agent_id))
 aload = sync_to_async(_load)
 
 
