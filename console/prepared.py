@@ -1,5 +1,7 @@
-"""Reads of one row by key whose SQL the ORM compiles once per thread, not once per call; and the
-hot appends of rows whose INSERT is built once per size (`Appends`, see its docstring).
+"""The hot path's SQL, compiled or built once instead of once per call: reads of one row by key
+(`KeyedRead`) and of a list (`KeyedList`), compiled once per thread; appends of rows (`Appends`, an
+INSERT per row count) and updates of one row by primary key (`RowUpdates`, an UPDATE per set of
+columns), built once. Each class's docstring says what it keeps of the ORM and what goes back to it.
 
 Why: the runtime's hot writes each start by reading the row they change (a progress batch its task's
 counters, a finish the whole task, a create its agent). Through `QuerySet.get` that read costs
