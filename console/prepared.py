@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import NOT_PROVIDED, AutoField, Model, QuerySet
 from django.db.models.query import ModelIterable
 from django.db.models.signals import post_save, pre_save
@@ -268,6 +268,11 @@ class Appends(Generic[M]):
         return sql
 
 
+def _not_plain(value: Any) -> bool:
+    """An expression or a model instance: the ORM's own update() prepares (or refuses) those."""
+    return hasattr(value, "resolve_expression") or hasattr(value, "prepare_database_save")
+
+
 class RowUpdates(Generic[M]):
     """`filter(pk=pk).update(**values)` and `row.save(update_fields=...)` of one row by primary key,
     the UPDATE built once per set of columns.
@@ -291,10 +296,10 @@ class RowUpdates(Generic[M]):
         shape = self._sql.get(key)
         if shape is None:
             shape = self._shape(connection, tuple(values))
-            if shape is None or any(hasattr(v, "resolve_expression") for v in values.values()):
+            if shape is None or any(_not_plain(v) for v in values.values()):
                 return self._model.objects.using(using).filter(pk=pk).update(**values)
             self._sql[key] = shape
-        elif any(hasattr(v, "resolve_expression") for v in values.values()):
+        elif any(_not_plain(v) for v in values.values()):
             return self._model.objects.using(using).filter(pk=pk).update(**values)
         sql, fields = shape
         params = [
@@ -314,9 +319,14 @@ class RowUpdates(Generic[M]):
             return
         meta = self._model._meta
         chosen = [meta.get_field(name) for name in dict.fromkeys(fields)]
+        if any(not f.concrete or f.primary_key for f in chosen):
+            row.save(update_fields=fields, using=using)  # Django's own checks and errors
+            return
+        row._prepare_related_fields_for_save(operation_name="save")
         values = {field.attname: field.pre_save(row, add=False) for field in chosen}
-        if not self.set(row.pk, values, using=using):
-            raise DatabaseError("Save with update_fields did not affect any rows.")
+        with transaction.mark_for_rollback_on_error(using):
+            if not self.set(row.pk, values, using=using):
+                raise self._model.NotUpdated("Save with update_fields did not affect any rows.")
         row._state.adding, row._state.db = False, using
 
     def _shape(self, connection: Any, names: tuple[str, ...]) -> tuple[str, list[Any]] | None:
@@ -329,6 +339,7 @@ class RowUpdates(Generic[M]):
                 return None
             if (
                 not field.concrete
+                or field.model._meta.concrete_model is not meta.concrete_model
                 or field.primary_key
                 or field.generated
                 or hasattr(field, "get_placeholder_sql")

@@ -33,9 +33,10 @@ def connected(server, alice) -> UserToken:
     return oauth.finish(sign_in(server, alice, item)[1], "sess-1")[1]
 
 
-def expire(row: UserToken, server: OAuthMCP) -> None:
+def expire(row: UserToken, server: OAuthMCP, seconds: float = 5) -> None:
+    """Due for a refresh: it expires within OAUTH_REFRESH_MARGIN_SECONDS (60)."""
     server.provider.expire_all()
-    UserToken.objects.filter(pk=row.pk).update(expires_at=timezone.now() + timedelta(seconds=5))
+    UserToken.objects.filter(pk=row.pk).update(expires_at=timezone.now() + timedelta(seconds=seconds))
 
 
 def test_it_refreshes_a_token_about_to_expire_and_stores_the_rotated_refresh_token(server, alice, connected):
@@ -129,11 +130,13 @@ class Refreshing:
     """`oauth.refresh` of a due connection in a thread of its own, held at the authorization server
     (its refresh_gate closed) until `release()`: what other writers meet while a refresh waits."""
 
-    def __init__(self, server: OAuthMCP, row: UserToken, read: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, server: OAuthMCP, row: UserToken, read: Callable[[], Any] | None = None, expires_in: float = 5
+    ) -> None:
         """`read`: what the thread does instead of `oauth.refresh(row.pk)` (a task's vault read)."""
         self.server, self.outcome = server, {}
         server.provider.refresh_gate.clear()
-        expire(row, server)
+        expire(row, server, expires_in)
         self.thread = threading.Thread(
             target=self._run, args=(read or functools.partial(oauth.refresh, row.pk),)
         )
@@ -240,8 +243,8 @@ def test_a_task_reading_the_vault_during_a_refresh_gets_nothing_of_a_connection_
 ):
     """The run's load asks the vault while the connection refreshes; its user disconnects meanwhile:
     the run gets no token for it (it used to fall back to the row read before the refresh)."""
-    refreshing = Refreshing(
-        server, connected, read=lambda: vault.tokens_for(alice.org.id, owner(alice), ["gi-oauth"])
-    )
+    read = lambda: vault.tokens_for(alice.org.id, owner(alice), ["gi-oauth"])  # noqa: E731
+    # Due, but still valid for the whole test: the old code's stale row would not have expired.
+    refreshing = Refreshing(server, connected, read=read, expires_in=50)
     UserToken.objects.filter(pk=connected.pk).delete()
     assert refreshing.release() == {}

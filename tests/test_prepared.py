@@ -402,6 +402,24 @@ def test_a_stream_read_of_an_unknown_task_is_failed_with_nothing(task):
     assert events._read(task.id, 7) == ([], task.status)  # nothing after its last seq: no log read
 
 
+def test_a_new_streams_log_read_is_the_log_from_its_start_in_seq_order(task):
+    from tasks_app import events, wire
+    from tasks_app.models import TaskEvent
+
+    now = timezone.now()
+    TaskEvent.objects.bulk_create(
+        [
+            TaskEvent(task_id=task.id, seq=s, type="chunk", time=now, data=f"part {s}")
+            for s in (4, 2, 7, 1, 3, 5, 6)
+        ]
+    )
+    envelopes, status = events._read(task.id, 0)
+    assert status == task.status
+    assert envelopes == [wire.envelope(e) for e in TaskEvent.objects.filter(task_id=task.id).order_by("seq")]
+    assert [e["seq"] for e in envelopes] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e["seq"] for e in events._read(task.id, 5)[0]] == [6, 7]  # after a resume point: the ORM's read
+
+
 # ---- RowUpdates: update() and save(update_fields) of one row, the UPDATE built once per columns ----
 
 
@@ -434,8 +452,28 @@ def test_an_update_of_no_row_is_zero_and_a_save_of_no_row_fails_as_save_fails(ta
 
     assert TASK_ROW.set("no-such-task", {"last_seq": 1}) == 0
     ghost = Task(organization_id=task.organization_id, agent_id=task.agent_id)
-    with pytest.raises(DatabaseError, match="did not affect any rows"):
+    with pytest.raises(Task.NotUpdated, match="did not affect any rows"):
         TASK_ROW.save(ghost, ["status"])
+    assert issubclass(Task.NotUpdated, DatabaseError)
+    with transaction.atomic():
+        with pytest.raises(Task.NotUpdated):
+            TASK_ROW.save(ghost, ["status"])
+        assert transaction.get_rollback()  # as save() marks it
+
+
+def test_a_save_goes_through_save_itself_when_a_save_signal_listens(task):
+    from django.db.models.signals import pre_save
+
+    heard: list[str] = []
+    pre_save.connect(lambda sender, instance, **kw: heard.append(instance.status), sender=Task, weak=False,
+                     dispatch_uid="test_prepared.update_heard")  # fmt: skip
+    try:
+        row = Task.objects.get(pk=task.id)
+        row.status = Status.FAILED
+        TASK_ROW.save(row, ["status"])
+    finally:
+        pre_save.disconnect(sender=Task, dispatch_uid="test_prepared.update_heard")
+    assert heard == [Status.FAILED] and Task.objects.get(pk=task.id).status == Status.FAILED
 
 
 def test_a_save_takes_field_names_foreign_keys_included(task, alice):
