@@ -189,3 +189,15 @@ def test_a_token_that_expires_mid_run_is_refreshed_once_and_the_call_retried(
     assert server.provider.refreshes == 1
     results = [d for t, d in events(task["id"]) if t == "tool_call_result"]
     assert not any(r.get("is_error") for r in results)
+
+
+def test_the_connections_page_counts_the_waiting_tasks_in_words(alice, agent, server, scripted_model):
+    from console.web.connections import carry_on
+    from tests.console_helpers import signed_in
+
+    scripted_model.set_script([Turn.tool("whoami", {}), Turn.reply("Done.")])
+    task = alice.post(f"/api/agent-execution/{agent.id}", create_body("who am I?")).json()
+    assert run(task["id"]).status == "paused"
+    page = signed_in(alice).get("/connections/").content.decode()
+    assert "1 task waits for this sign-in" in page and "task(s)" not in page
+    assert (carry_on(1), carry_on(3)) == ("1 waiting task carries on.", "3 waiting tasks carry on.")

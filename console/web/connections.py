@@ -200,10 +200,16 @@ def callback(request: HttpRequest) -> HttpResponse:
     name = _name(flow.graph_item)
     resumed = actions_signin.resume_signed_in(flow.organization_id, owner, row.graph_item_key, name)
     if flow.member_id and request.user.is_authenticated:
-        note = f" {len(resumed)} waiting task(s) carry on." if resumed else ""
+        note = f" {carry_on(len(resumed))}" if resumed else ""
         messages.success(request, f"Connected to {name}.{note}")
         return redirect("/connections/")
-    return render(request, "connections/result.html", {"name": name, "resumed": len(resumed)})
+    resumed_note = carry_on(len(resumed)) if resumed else ""
+    return render(request, "connections/result.html", {"name": name, "resumed": resumed_note})
+
+
+def carry_on(count: int) -> str:
+    """What a sign-in tells its member about the tasks it resumed, in words a person would use."""
+    return f"{count} waiting task carries on." if count == 1 else f"{count} waiting tasks carry on."
 
 
 @member_page(role=Role.MEMBER)
@@ -224,7 +230,7 @@ def paste(request: HttpRequest, item_id: int) -> HttpResponse:
     resumed = actions_signin.resume_signed_in(
         request.member.organization_id, _owner(request), item.key, _name(item)
     )
-    note = f" {len(resumed)} waiting task(s) carry on." if resumed else ""
+    note = f" {carry_on(len(resumed))}" if resumed else ""
     messages.success(request, f"Token for {_name(item)} stored.{note}")
     return redirect("/connections/")
 
