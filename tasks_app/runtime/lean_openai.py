@@ -17,12 +17,22 @@ exactly as before (tasks_app/runtime/failures.py sees no difference). Requests g
 `http_client` given to the client (console/outbound.py's guarded one). Non-streamed requests take
 the SDK's path unchanged.
 
+The stream also reads ahead (`_ReadAhead`): the body is read in a task of its own as it arrives,
+and plain text that has all arrived by the time pydantic-ai asks for the next chunk is given as one
+chunk (`extend_text` says what counts as plain text: what pydantic-ai maps the same either way). A
+busy process so pays pydantic-ai's per-delta work once per read instead of once per token; a model
+whose tokens come slower than they are taken sees every chunk given as it arrives, none held back.
+The agent ends with the same parts and text; only a run of text deltas may come as fewer deltas.
+
 `LeanChunkStream` is an `AsyncStream`, so closing it (the stop path: pydantic-ai's `async with
 response`, `close_stream()`) closes the HTTP response, and with it the model's connection, at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -61,20 +71,42 @@ class LeanChunkStream(AsyncStream[_T]):
         response = self.response
         cast_to: Any = self._cast_to
         fast = cast_to is ChatCompletionChunk
+        ahead = _ReadAhead(self._iter_data())
         try:
-            async for data in self._iter_data():
-                if data.startswith("[DONE]"):
-                    if response.http_version == "HTTP/1.1":
-                        await drain_response_async(response)
-                    break
-                if fast and '"error"' not in data:
-                    try:
-                        yield ChatCompletionChunk.model_validate_json(data)  # type: ignore[misc]
+            while True:
+                if not ahead.items:
+                    await ahead.wait()
+                    if not ahead.items:  # the body ended or failed
+                        if ahead.error is not None:
+                            raise ahead.error
+                        return
+                held: Any = None  # the last chunk read, not yet given: the next one may extend it
+                while ahead.items:  # what has arrived by now: consecutive text merged
+                    data = ahead.items.popleft()
+                    if data.startswith("[DONE]"):
+                        if held is not None:
+                            yield held
+                        await ahead.finish()
+                        if response.http_version == "HTTP/1.1":
+                            await drain_response_async(response)
+                        return
+                    item = None
+                    if fast and '"error"' not in data:
+                        with contextlib.suppress(pydantic.ValidationError):
+                            item = ChatCompletionChunk.model_validate_json(data)
+                    if item is not None and held is not None and extend_text(held, item):
                         continue
-                    except pydantic.ValidationError:
-                        pass
-                yield self._slow_item(data, cast_to)
+                    if held is not None:  # an error payload raises after what came before it
+                        yield held
+                        held = None
+                    if item is None:  # the SDK's lenient way: given as it is, never merged
+                        yield self._slow_item(data, cast_to)
+                    else:
+                        held = item
+                if held is not None:
+                    yield held
         finally:
+            await ahead.close()
             await response.aclose()
 
     def _slow_item(self, data: str, cast_to: Any) -> _T:
@@ -125,6 +157,107 @@ class LeanChunkStream(AsyncStream[_T]):
             raise APITimeoutError(request=self.response.request) from err
         except request_exceptions() as err:
             raise APIConnectionError(request=self.response.request) from err
+
+
+class _ReadAhead:
+    """A response body's SSE data read in a task of its own, as fast as it arrives.
+
+    Why: pydantic-ai takes one chunk at a time and does a good deal of work per chunk (its parts
+    manager, the run's event machinery, the runtime's mapping). When it falls behind, as in a busy
+    process, what the model sent meanwhile waits here instead of in the socket, and the stream
+    gives a run of plain text that has all arrived as one chunk. Nothing is waited for: a chunk that
+    has not arrived is never waited on, so no text is held back.
+    """
+
+    def __init__(self, source: AsyncIterator[str]) -> None:
+        self.items: collections.deque[str] = collections.deque()
+        self.error: BaseException | None = None
+        self.done = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._task = asyncio.get_running_loop().create_task(self._read(source))
+
+    async def _read(self, source: AsyncIterator[str]) -> None:
+        try:
+            async for data in source:
+                self.items.append(data)
+                self._wake()
+                if data.startswith("[DONE]"):
+                    return
+        except BaseException as exc:  # the reader's failure is the stream's, raised where it is read
+            self.error = exc
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self.done = True
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until something has arrived or the body has ended (`items` empty then: see `error`)."""
+        if self.items or self.done:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def finish(self) -> None:
+        """After `[DONE]`: the reader has stopped by itself; let it end before the body is drained."""
+        await asyncio.wait({self._task})
+
+    async def close(self) -> None:
+        """Stop reading (a stream closed early: its connection closes with the read)."""
+        if not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task})
+
+
+def extend_text(held: ChatCompletionChunk, item: ChatCompletionChunk) -> bool:
+    """Append `item`'s text to `held`, when `item` is nothing but more of `held`'s plain text.
+
+    Plain text is what pydantic-ai maps the same whether it comes as one delta or two: the same
+    response (id, model, created, tier, fingerprint), one choice with only `content` (a string) in
+    both, no finish reason, usage, logprobs, refusal, tool calls, audio or provider extras (reasoning
+    fields are extras), no `<` in either piece (a thinking tag such as `<think>` counts only as a
+    delta of its own) and not a whitespace-only first piece (some profiles drop that at a text
+    part's start). Only the `obfuscation` padding is not compared: pydantic-ai's mapping never reads
+    it. `held` is the stream's own, not yet given to anyone: it is changed in place.
+    """
+    if held.usage is not None or item.usage is not None or held.model_extra or item.model_extra:
+        return False
+    if held.moderation is not None or item.moderation is not None:
+        return False
+    if (held.id, held.model, held.created, held.object, held.service_tier, held.system_fingerprint) != (
+        item.id,
+        item.model,
+        item.created,
+        item.object,
+        item.service_tier,
+        item.system_fingerprint,
+    ):
+        return False
+    if len(held.choices) != 1 or len(item.choices) != 1:
+        return False
+    a, b = held.choices[0], item.choices[0]
+    if a.index != b.index or a.finish_reason or b.finish_reason or a.logprobs is not None:
+        return False
+    if b.logprobs is not None or a.model_extra or b.model_extra or a.delta is None or b.delta is None:
+        return False
+    da, db = a.delta, b.delta
+    text, more = da.content, db.content
+    if type(text) is not str or type(more) is not str or not text or not more:
+        return False
+    if text.isspace() or "<" in text or "<" in more or db.role not in (None, da.role):
+        return False
+    for delta in (da, db):
+        if delta.tool_calls or delta.refusal or delta.function_call or delta.audio or delta.model_extra:
+            return False
+    da.content = text + more
+    return True
 
 
 class LeanAsyncCompletions(AsyncCompletions):
