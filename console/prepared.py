@@ -96,12 +96,10 @@ def _check_shape(queryset: QuerySet, many: bool = False) -> None:
         raise ImproperlyConfigured("KeyedRead takes one model's own columns only, read as .get() reads them")
 
 
-class KeyedRead(Generic[M]):
-    """`build(*keys)` is the queryset; `get(*keys)` is `build(*keys).get()` without the compiling.
+class _Keyed(Generic[M]):
+    """What KeyedRead and KeyedList share: the queryset builder and each thread's compiled form."""
 
-    Raises the model's `DoesNotExist` when no row matches, as `.get()` does. Keys that are not
-    strings take the ORM's own path (`.get()`), with its conversions and errors.
-    """
+    _many = False  # a list read (all its rows) rather than one row
 
     def __init__(self, model: type[M], build: Callable[..., QuerySet[M]], keys: int = 1) -> None:
         self._model = model
@@ -109,20 +107,50 @@ class KeyedRead(Generic[M]):
         self._keys = keys
         self._local = threading.local()
 
-    def get(self, *keys: str, using: str = DEFAULT_DB_ALIAS) -> M:
+    def _check(self, keys: tuple[Any, ...], call: str) -> bool:
+        """Whether the keys take the compiled path: strings, as many as it was built for."""
         if len(keys) != self._keys:
-            raise TypeError(f"KeyedRead.get takes {self._keys} key(s), not {len(keys)}")
-        if not all(type(key) is str for key in keys):  # compiled for strings: anything else as the ORM does
+            raise TypeError(f"{type(self).__name__}.{call} takes {self._keys} key(s), not {len(keys)}")
+        return all(type(key) is str for key in keys)  # compiled for strings: anything else as the ORM does
+
+    def _compiled(self, using: str) -> _Compiled:
+        """This thread's compiled form for `using` (a thread's connection is its own); compiled
+        again if the thread's connection object was replaced (the old one is not kept)."""
+        cache: dict[str, _Compiled] | None = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = {}
+        compiled = cache.get(using)
+        if compiled is None or compiled.compiler.connection is not connections[using]:
+            compiled = _Compiled(self._build, using, self._keys, many=self._many)
+            if self._many and compiled.for_update:
+                raise ImproperlyConfigured("KeyedList reads without locks; lock rows through the ORM")
+            cache[using] = compiled
+        return compiled
+
+    @staticmethod
+    def _params(compiled: _Compiled, keys: tuple[str, ...]) -> list[Any]:
+        params = list(compiled.params)
+        for slot, key in zip(compiled.slots, keys, strict=True):
+            params[slot] = key
+        return params
+
+
+class KeyedRead(_Keyed[M]):
+    """`build(*keys)` is the queryset; `get(*keys)` is `build(*keys).get()` without the compiling.
+
+    Raises the model's `DoesNotExist` when no row matches, as `.get()` does. Keys that are not
+    strings take the ORM's own path (`.get()`), with its conversions and errors.
+    """
+
+    def get(self, *keys: str, using: str = DEFAULT_DB_ALIAS) -> M:
+        if not self._check(keys, "get"):
             return self._build(*keys).using(using).get()
         compiled = self._compiled(using)
         connection = connections[using]
         if compiled.for_update and connection.features.has_select_for_update and connection.get_autocommit():
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
-        params = list(compiled.params)
-        for slot, key in zip(compiled.slots, keys, strict=True):
-            params[slot] = key
         with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, params)
+            cursor.execute(compiled.sql, self._params(compiled, keys))
             rows = cursor.fetchmany(2)
         if not rows:
             raise self._model.DoesNotExist(f"{self._model._meta.object_name} matching query does not exist.")
@@ -135,19 +163,8 @@ class KeyedRead(Generic[M]):
             row = next(iter(compiled.compiler.apply_converters([row], compiled.converters)))
         return self._model.from_db(using, compiled.attnames, tuple(row), fetch_mode=compiled.fetch_mode)
 
-    def _compiled(self, using: str) -> _Compiled:
-        """This thread's compiled form for `using` (a thread's connection is its own); compiled
-        again if the thread's connection object was replaced (the old one is not kept)."""
-        cache: dict[str, _Compiled] | None = getattr(self._local, "cache", None)
-        if cache is None:
-            cache = self._local.cache = {}
-        compiled = cache.get(using)
-        if compiled is None or compiled.compiler.connection is not connections[using]:
-            compiled = cache[using] = _Compiled(self._build, using, self._keys)
-        return compiled
 
-
-class KeyedList(Generic[M]):
+class KeyedList(_Keyed[M]):
     """`build(*keys)` is the queryset; `all(*keys)` is `list(build(*keys))` without the compiling.
 
     What KeyedRead does for one row, for the rows of a list read on the hot path (an agent's graph
@@ -156,32 +173,14 @@ class KeyedList(Generic[M]):
     size). Keys that are not strings take the ORM's own path.
     """
 
-    def __init__(self, model: type[M], build: Callable[..., QuerySet[M]], keys: int = 1) -> None:
-        self._model = model
-        self._build = build
-        self._keys = keys
-        self._local = threading.local()
+    _many = True
 
     def all(self, *keys: str, using: str = DEFAULT_DB_ALIAS) -> list[M]:
-        if len(keys) != self._keys:
-            raise TypeError(f"KeyedList.all takes {self._keys} key(s), not {len(keys)}")
-        if not all(type(key) is str for key in keys):
+        if not self._check(keys, "all"):
             return list(self._build(*keys).using(using))
-        cache: dict[str, _Compiled] | None = getattr(self._local, "cache", None)
-        if cache is None:
-            cache = self._local.cache = {}
-        compiled = cache.get(using)
-        if compiled is None or compiled.compiler.connection is not connections[using]:
-            compiled = _Compiled(self._build, using, self._keys, many=True)
-            if compiled.for_update:
-                raise ImproperlyConfigured("KeyedList reads without locks; lock rows through the ORM")
-            cache[using] = compiled
-        params = list(compiled.params)
-        for slot, key in zip(compiled.slots, keys, strict=True):
-            params[slot] = key
-        connection = connections[using]
-        with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, params)
+        compiled = self._compiled(using)
+        with connections[using].cursor() as cursor:
+            cursor.execute(compiled.sql, self._params(compiled, keys))
             rows = cursor.fetchall()
         if compiled.converters:
             rows = list(compiled.compiler.apply_converters(rows, compiled.converters))
