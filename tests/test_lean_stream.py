@@ -14,9 +14,11 @@ run of text deltas may come as fewer deltas with the same text; paced chunks are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from openai import APIError, AsyncOpenAI, AsyncStream
@@ -373,6 +375,23 @@ NOT_MERGED = {
     "empty_content": (PLAIN, chunk_with({"content": ""})),
     "provider_extra": (PLAIN, chunk_with({"content": "x"}, citations=["u"])),
     "role_change": (PLAIN, chunk_with({"content": "x", "role": "tool"})),
+    "service_tier": (PLAIN, chunk_with({"content": "x"}, service_tier="flex")),
+    "fingerprint": (PLAIN, chunk_with({"content": "x"}, system_fingerprint="fp2")),
+    "created": (PLAIN, chunk_with({"content": "x"}, created=2)),
+    "choice_extra": (PLAIN, chunk_with({"content": "x"}, {"stop_reason": None})),
+    "text_with_tool_call": (
+        PLAIN,
+        chunk_with(
+            {
+                "content": "x",
+                "tool_calls": [{"index": 0, "id": "t", "type": "function", "function": {"name": "f"}}],
+            }
+        ),
+    ),
+    "text_with_refusal": (PLAIN, chunk_with({"content": "x", "refusal": "no"})),
+    "finish_reason_first": (chunk_with({"content": "end"}, {"finish_reason": "stop"}), PLAIN),
+    "logprobs_first": (chunk_with({"content": "x"}, {"logprobs": {"content": [], "refusal": None}}), PLAIN),
+    "other_index": (PLAIN, chunk_with({"content": "x"}, {"index": 1})),
     "two_choices": (
         PLAIN,
         json.dumps(
@@ -422,3 +441,124 @@ async def test_an_error_payload_raises_after_the_text_before_it():
     items, error = await read(LeanChunkStream[ChatCompletionChunk], [body])
     assert [content(i) for i in items] == ["ab"]
     assert isinstance(error, APIError) and str(error) == "overloaded"
+
+
+# -- the read-ahead against a server whose writes the test paces ----------------------------------
+
+
+class PacedServer:
+    """An HTTP/1.1 keep-alive server on 127.0.0.1 answering each request with `script(writer)`."""
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self.connections = 0
+
+    async def __aenter__(self) -> PacedServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(h.split(b":")[1])
+                        for h in head.split(b"\r\n")
+                        if h.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                )
+                await self.script(writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+def http_chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def sse(content: str | None) -> bytes:
+    return http_chunk(f"data: {chunk_json(content) if content is not None else '[DONE]'}\n\n".encode())
+
+
+async def stream_texts(client: LeanAsyncOpenAI, seen: Any = None) -> list[str]:
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "go"}], stream=True
+    )
+    texts = []
+    async for item in stream:
+        texts.append(content(item))
+        if seen is not None:
+            seen(item)
+    return texts
+
+
+async def test_a_body_whose_end_comes_later_keeps_its_connection_for_the_next_request():
+    async def script(writer: asyncio.StreamWriter) -> None:
+        writer.write(sse("a") + sse("b") + sse(None))
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the chunked body's end in a write of its own, as servers often send it
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with PacedServer(script) as server:
+        client = LeanAsyncOpenAI(api_key="x", base_url=server.url, max_retries=0)
+        for _ in range(3):
+            assert "".join(await stream_texts(client)) == "ab"
+        await client.close()
+    assert server.connections == 1  # drained and reused, not closed under the drain
+
+
+async def test_a_chunk_is_given_before_the_next_one_is_sent():
+    given_first = asyncio.Event()
+    sent_second = []
+
+    async def script(writer: asyncio.StreamWriter) -> None:
+        writer.write(sse("first"))
+        await writer.drain()
+        # the next chunk only once the stream has given the first (or after a long wait, if it holds it)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(given_first.wait(), 10)
+        sent_second.append(True)
+        writer.write(sse("second") + sse(None) + b"0\r\n\r\n")
+        await writer.drain()
+
+    def seen(item: Any) -> None:
+        if content(item) == "first":
+            assert not sent_second  # given while the server still waited for it to be given
+            given_first.set()
+
+    async with PacedServer(script) as server:
+        client = LeanAsyncOpenAI(api_key="x", base_url=server.url, max_retries=0)
+        assert await stream_texts(client, seen) == ["first", "second"]
+        await client.close()
+
+
+async def test_a_pull_cut_by_a_cancelled_scope_still_closes_the_response():
+    # pydantic-ai pulls chunks inside anyio cancel scopes; a cancelled scope cancels every await in it,
+    # the stream's clean-up included: the response must be closed all the same.
+    with ScriptedModel([Turn.reply(["a", "b", "c"], hang=True)]) as model:
+        client = LeanAsyncOpenAI(api_key="x", base_url=model.base_url, max_retries=0, timeout=30)
+        stream = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "go"}], stream=True
+        )
+        text = ""
+        while text != "abc":
+            text += content(await stream.__anext__()) or ""
+        with anyio.move_on_after(0.2) as scope:  # the model hangs: the pull waits until the scope ends
+            await stream.__anext__()
+        assert scope.cancelled_caught
+        assert stream.response.is_closed
+        request = await model.wait_request_async(0, until=lambda r: r.done)
+        assert request.disconnected
+        await client.close()

@@ -34,7 +34,7 @@ import asyncio
 import collections
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar
 
 import pydantic
@@ -71,7 +71,7 @@ class LeanChunkStream(AsyncStream[_T]):
         response = self.response
         cast_to: Any = self._cast_to
         fast = cast_to is ChatCompletionChunk
-        ahead = _ReadAhead(self._iter_data())
+        ahead = _ReadAhead(self._iter_data(), response.request)
         try:
             while True:
                 if not ahead.items:
@@ -106,8 +106,11 @@ class LeanChunkStream(AsyncStream[_T]):
                 if held is not None:
                     yield held
         finally:
-            await ahead.close()
-            await response.aclose()
+            try:
+                await ahead.close()
+            finally:  # even when the close is cut short (a cancelled scope cancels every await in it)
+                await response.aclose()
+                await ahead.close_source()
 
     def _slow_item(self, data: str, cast_to: Any) -> _T:
         """The SDK's own handling of one event's data: error check, then its lenient constructor."""
@@ -120,7 +123,7 @@ class LeanChunkStream(AsyncStream[_T]):
             raise APIError(message=message, request=self.response.request, body=parsed["error"])
         return self._client._process_response_data(data=parsed, cast_to=cast_to, response=self.response)
 
-    async def _iter_data(self) -> AsyncIterator[str]:
+    async def _iter_data(self) -> AsyncGenerator[str, None]:
         """The `data` of each server-sent event (multi-line data joined with newlines, as the SDK does).
 
         Lines end with LF, CRLF or CR; a CR that ends a network chunk waits for the next one, so a
@@ -167,29 +170,43 @@ class _ReadAhead:
     process, what the model sent meanwhile waits here instead of in the socket, and the stream
     gives a run of plain text that has all arrived as one chunk. Nothing is waited for: a chunk that
     has not arrived is never waited on, so no text is held back.
+
+    The source (the body's reader) is kept until the stream has ended: a source finalized early
+    closes the response, and with it a keep-alive connection whose body's end is still to be drained.
+    A stream dropped without being closed (pydantic-ai always closes its own) keeps reading until its
+    body ends or its read timeout: the reader holds it, as a reader in the socket would not.
     """
 
-    def __init__(self, source: AsyncIterator[str]) -> None:
+    def __init__(self, source: AsyncGenerator[str, None], request: Any) -> None:
         self.items: collections.deque[str] = collections.deque()
         self.error: BaseException | None = None
         self.done = False
+        self.source = source
+        self._request = request
+        self._closing = False
         self._waiter: asyncio.Future[None] | None = None
-        self._task = asyncio.get_running_loop().create_task(self._read(source))
+        self._task = asyncio.get_running_loop().create_task(self._read())
+        self._task.add_done_callback(self._ended)
 
-    async def _read(self, source: AsyncIterator[str]) -> None:
+    async def _read(self) -> None:
         try:
-            async for data in source:
+            async for data in self.source:
                 self.items.append(data)
                 self._wake()
                 if data.startswith("[DONE]"):
                     return
-        except BaseException as exc:  # the reader's failure is the stream's, raised where it is read
+        except Exception as exc:  # the reader's failure is the stream's, raised where it is read
             self.error = exc
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-        finally:
-            self.done = True
-            self._wake()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """However the reader ended, even cancelled before it ran: the stream sees the end."""
+        if self.error is None and not self._closing:
+            if task.cancelled():  # cancelled from outside (not by close()): as a dropped connection
+                self.error = APIConnectionError(request=self._request)
+            else:
+                self.error = task.exception()  # what is not an Exception (SystemExit, ...), retrieved
+        self.done = True
+        self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -206,14 +223,21 @@ class _ReadAhead:
             self._waiter = None
 
     async def finish(self) -> None:
-        """After `[DONE]`: the reader has stopped by itself; let it end before the body is drained."""
+        """After `[DONE]`: the reader has stopped by itself (in the step that read it, so this does not
+        wait in practice); it must be over before anything else reads the body (the drain)."""
         await asyncio.wait({self._task})
 
     async def close(self) -> None:
         """Stop reading (a stream closed early: its connection closes with the read)."""
+        self._closing = True
         if not self._task.done():
             self._task.cancel()
             await asyncio.wait({self._task})
+
+    async def close_source(self) -> None:
+        """Close the body's reader once the reader task is over (it may not be, if `close` was cut)."""
+        if self._task.done():
+            await self.source.aclose()
 
 
 def extend_text(held: ChatCompletionChunk, item: ChatCompletionChunk) -> bool:
