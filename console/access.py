@@ -26,7 +26,8 @@ from django.utils import timezone
 
 from console import vault
 from console.errors import NotFound, Unauthorized
-from console.models import ROLE_RANK, ApiKey, Membership, Role, hash_api_key
+from console.models import ROLE_RANK, ApiKey, Membership, Role, hash_api_key, key_display, key_role
+from console.prepared import KeyedValues
 
 log = logging.getLogger(__name__)
 
@@ -144,34 +145,58 @@ def actor_for_key(raw: str | None, *, cached: bool = True) -> Actor:
     return actor
 
 
+# What an API key's authentication reads: the key, its member and the member's user, in one row.
+# Compiled once per thread (console/prepared.py): every event stream reads it uncached (~0.4 ms of
+# CPU a read through the ORM's select_related here, most of it building the query).
+_KEY_ROW = KeyedValues(
+    ApiKey,
+    lambda key_hash: ApiKey.objects.filter(key_hash=key_hash).values_list(
+        "pk",
+        "revoked_at",
+        "last_used_at",
+        "role",
+        "prefix",
+        "last4",
+        "membership_id",
+        "membership__organization_id",
+        "membership__role",
+        "membership__user_id",
+        "membership__vault_id",
+        "membership__deactivated_at",
+        "membership__user__is_active",
+        "membership__user__email",
+    ),
+)
+
+
 def _actor_from_row(key_hash: str) -> Actor:
     try:
-        key = ApiKey.objects.select_related("membership__user").get(key_hash=key_hash)
+        (key_id, revoked_at, last_used_at, role, prefix, last4, member_id, organization_id, member_role,
+         user_id, vault_id, deactivated_at, user_active, email) = _KEY_ROW.get(key_hash)  # fmt: skip
     except ApiKey.DoesNotExist:
         raise Unauthorized("Invalid API key") from None
-    if key.revoked_at is not None:
+    if revoked_at is not None:
         raise Unauthorized("This API key was revoked")
-    if not key.membership.user.is_active or key.membership.deactivated_at is not None:
+    if not user_active or deactivated_at is not None:
         raise Unauthorized("The member this API key belongs to is deactivated")
     now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+    if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
         # Bookkeeping: a write transaction, so it queues for the write lock like every other
         # (console/sqlite), and a database too busy for it does not fail the request it serves.
         try:
             with transaction.atomic():
-                ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+                ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
         except OperationalError as exc:
-            log.warning("could not record that API key %s was used: %s", key.pk, type(exc).__name__)
-    member = key.membership
+            log.warning("could not record that API key %s was used: %s", key_id, type(exc).__name__)
     return Actor(
-        organization_id=member.organization_id,
-        role=key.effective_role,
-        user_id=member.user_id,
-        api_key_id=key.pk,
-        label=key.display,
-        user_email=member.user.email,
-        member_id=member.pk,
-        vault_id=member.vault_id,
+        organization_id=organization_id,
+        role=key_role(role, member_role),
+        user_id=user_id,
+        api_key_id=key_id,
+        label=key_display(prefix, last4),
+        user_email=email,
+        member_id=member_id,
+        vault_id=vault_id,
     )
 
 

@@ -76,6 +76,18 @@ def hash_api_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def key_role(role: str, member_role: str) -> str:
+    """What a key with `role` ("" for its member's) may do: the lower of it and its member's role."""
+    if not role:
+        return Role(member_role).value
+    return min(Role(member_role), Role(role), key=ROLE_RANK.__getitem__).value
+
+
+def key_display(prefix: str, last4: str) -> str:
+    """How a key is shown: its prefix and last four characters, never the rest."""
+    return f"{prefix}…{last4}"
+
+
 class ApiKey(models.Model):
     """An API key acts as the member who created it, with that member's role."""
 
@@ -91,15 +103,12 @@ class ApiKey(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices, blank=True, default="")
 
     def __str__(self) -> str:
-        return f"{self.prefix}…{self.last4}"
+        return self.display
 
     @property
     def effective_role(self) -> str:
         """The lower of the key's role and its member's current role."""
-        member_role = Role(self.membership.role)
-        if not self.role:
-            return member_role.value
-        return min(member_role, Role(self.role), key=ROLE_RANK.__getitem__).value
+        return key_role(self.role, self.membership.role)
 
     @property
     def organization(self) -> Organization:
@@ -107,7 +116,7 @@ class ApiKey(models.Model):
 
     @property
     def display(self) -> str:
-        return f"{self.prefix}…{self.last4}"
+        return key_display(self.prefix, self.last4)
 
     @classmethod
     def issue(cls, membership: Membership, name: str = "default", role: str = "") -> tuple[ApiKey, str]:

@@ -1,5 +1,6 @@
 """The hot path's SQL, compiled or built once instead of once per call: reads of one row by key
-(`KeyedRead`) and of a list (`KeyedList`), compiled once per thread; appends of rows (`Appends`, an
+(`KeyedRead`, or its columns across relations as a tuple: `KeyedValues`) and of a list
+(`KeyedList`), compiled once per thread; appends of rows (`Appends`, an
 INSERT per row count) and updates of one row by primary key (`RowUpdates`, an UPDATE per set of
 columns), built once. Each class's docstring says what it keeps of the ORM and what goes back to it.
 
@@ -26,7 +27,7 @@ from typing import Any, Generic, TypeVar
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import NOT_PROVIDED, AutoField, Model, QuerySet
-from django.db.models.query import ModelIterable
+from django.db.models.query import ModelIterable, ValuesListIterable
 from django.db.models.signals import post_save, pre_save
 from django.db.transaction import TransactionManagementError
 
@@ -41,20 +42,27 @@ _PLACEHOLDERS = ("\x00console.prepared.{}\x00", "\x00console.prepared.%_\\'{}\x0
 class _Compiled:
     __slots__ = ("attnames", "compiler", "converters", "fetch_mode", "for_update", "params", "slots", "sql")
 
-    def __init__(self, build: Callable[..., QuerySet], using: str, keys: int, many: bool = False) -> None:
+    def __init__(
+        self,
+        build: Callable[..., QuerySet],
+        using: str,
+        keys: int,
+        many: bool = False,
+        as_values: bool = False,
+    ) -> None:
         forms = []
         for placeholder in _PLACEHOLDERS:
-            values = [placeholder.format(i) for i in range(keys)]
-            queryset = build(*values)
-            _check_shape(queryset, many)
+            stand_ins = [placeholder.format(i) for i in range(keys)]
+            queryset = build(*stand_ins)
+            _check_shape(queryset, many, as_values)
             if not many:
                 queryset = queryset.order_by()  # .get() drops the model's default ordering too
             compiler = queryset.query.get_compiler(using=using)
             sql, params = compiler.as_sql()
-            if any(list(params).count(value) != 1 for value in values):
+            if any(list(params).count(value) != 1 for value in stand_ins):
                 raise ImproperlyConfigured("KeyedRead: each key must be compared once, for equality")
             forms.append(
-                (sql, list(params), [list(params).index(value) for value in values], compiler, queryset)
+                (sql, list(params), [list(params).index(value) for value in stand_ins], compiler, queryset)
             )
         (sql, params, slots, compiler, queryset), (other_sql, other_params, other_slots, *_rest) = forms
         if (
@@ -77,10 +85,12 @@ def _without(params: list[Any], slots: list[int]) -> list[Any]:
     return [p for i, p in enumerate(params) if i not in slots]
 
 
-def _check_shape(queryset: QuerySet, many: bool = False) -> None:
+def _check_shape(queryset: QuerySet, many: bool = False, values: bool = False) -> None:
     """One model's own columns, as `.get()` would read them (or a list with a fixed slice, `many`),
-    or ImproperlyConfigured."""
+    or, `values`, a `values_list()` of named fields (across relations) read as one tuple; or
+    ImproperlyConfigured."""
     query = queryset.query
+    iterable = ValuesListIterable if values else ModelIterable
     if (
         query.select_related
         or query.annotations
@@ -88,11 +98,15 @@ def _check_shape(queryset: QuerySet, many: bool = False) -> None:
         or query.distinct
         or (query.is_sliced and not many)
         or query.combinator
-        or query.values_select
+        or bool(query.values_select) is not values
         or queryset._prefetch_related_lookups
-        or queryset._iterable_class is not ModelIterable
+        or queryset._iterable_class is not iterable
         or queryset._fetch_mode.track_peers
     ):
+        if values:
+            raise ImproperlyConfigured(
+                "KeyedValues takes a values_list() of named fields only, read as .get()"
+            )
         raise ImproperlyConfigured("KeyedRead takes one model's own columns only, read as .get() reads them")
 
 
@@ -100,6 +114,7 @@ class _Keyed(Generic[M]):
     """What KeyedRead and KeyedList share: the queryset builder and each thread's compiled form."""
 
     _many = False  # a list read (all its rows) rather than one row
+    _values = False  # a values_list() row (a tuple) rather than a model instance
 
     def __init__(self, model: type[M], build: Callable[..., QuerySet[M]], keys: int = 1) -> None:
         self._model = model
@@ -121,11 +136,27 @@ class _Keyed(Generic[M]):
             cache = self._local.cache = {}
         compiled = cache.get(using)
         if compiled is None or compiled.compiler.connection is not connections[using]:
-            compiled = _Compiled(self._build, using, self._keys, many=self._many)
+            compiled = _Compiled(self._build, using, self._keys, many=self._many, as_values=self._values)
             if self._many and compiled.for_update:
                 raise ImproperlyConfigured("KeyedList reads without locks; lock rows through the ORM")
             cache[using] = compiled
         return compiled
+
+    def _one(self, compiled: _Compiled, connection: Any, keys: tuple[str, ...]) -> tuple[Any, ...]:
+        """The one row the keys match, converted as the ORM converts it (its errors as `.get()`'s)."""
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, self._params(compiled, keys))
+            rows = cursor.fetchmany(2)
+        if not rows:
+            raise self._model.DoesNotExist(f"{self._model._meta.object_name} matching query does not exist.")
+        if len(rows) > 1:
+            raise self._model.MultipleObjectsReturned(
+                f"get() returned more than one {self._model._meta.object_name}"
+            )
+        row = rows[0]
+        if compiled.converters:
+            row = next(iter(compiled.compiler.apply_converters([row], compiled.converters)))
+        return tuple(row)
 
     @staticmethod
     def _params(compiled: _Compiled, keys: tuple[str, ...]) -> list[Any]:
@@ -149,19 +180,26 @@ class KeyedRead(_Keyed[M]):
         connection = connections[using]
         if compiled.for_update and connection.features.has_select_for_update and connection.get_autocommit():
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
-        with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, self._params(compiled, keys))
-            rows = cursor.fetchmany(2)
-        if not rows:
-            raise self._model.DoesNotExist(f"{self._model._meta.object_name} matching query does not exist.")
-        if len(rows) > 1:
-            raise self._model.MultipleObjectsReturned(
-                f"get() returned more than one {self._model._meta.object_name}"
-            )
-        row = rows[0]
-        if compiled.converters:
-            row = next(iter(compiled.compiler.apply_converters([row], compiled.converters)))
-        return self._model.from_db(using, compiled.attnames, tuple(row), fetch_mode=compiled.fetch_mode)
+        row = self._one(compiled, connection, keys)
+        return self._model.from_db(using, compiled.attnames, row, fetch_mode=compiled.fetch_mode)
+
+
+class KeyedValues(_Keyed[M]):
+    """`build(*keys)` is a `values_list(...)` queryset; `get(*keys)` is its `.get()`, compiled once.
+
+    For a hot read of one row whose columns span relations (an API key with its member and user,
+    which `select_related` would read as three instances): the tuple `.get()` gives, each column
+    converted as the ORM converts it; the model's `DoesNotExist` or `MultipleObjectsReturned` as
+    `.get()` raises them. Only a plain `values_list()` of named fields (not `flat` or `named`).
+    Keys that are not strings take the ORM's own path.
+    """
+
+    _values = True
+
+    def get(self, *keys: str, using: str = DEFAULT_DB_ALIAS) -> tuple[Any, ...]:
+        if not self._check(keys, "get"):
+            return self._build(*keys).using(using).get()
+        return self._one(self._compiled(using), connections[using], keys)
 
 
 class KeyedList(_Keyed[M]):

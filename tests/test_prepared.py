@@ -6,13 +6,14 @@ import threading
 from datetime import datetime
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from console import prepared
-from console.models import Agent, Organization
+from console.models import Agent, ApiKey, Membership, Organization
 from console.prepared import KeyedRead
 from tasks_app.models import Status, Task
 
@@ -562,3 +563,113 @@ def test_a_locking_list_read_is_refused(task):
     locked = prepared.KeyedList(Task, lambda pk: Task.objects.select_for_update().filter(pk=pk))
     with pytest.raises(ImproperlyConfigured), transaction.atomic():
         locked.all(task.id)
+
+
+# -- KeyedValues: one row's columns across relations, as values_list().get() gives them -------------
+
+KEY_COLUMNS = (
+    "pk",
+    "revoked_at",
+    "last_used_at",
+    "role",
+    "membership__organization_id",
+    "membership__deactivated_at",
+    "membership__user__is_active",
+    "membership__user__email",
+)
+KEY_ROW = prepared.KeyedValues(
+    ApiKey, lambda key_hash: ApiKey.objects.filter(key_hash=key_hash).values_list(*KEY_COLUMNS)
+)
+
+
+@pytest.fixture
+def keys(task) -> list[ApiKey]:
+    org = task.organization
+    out = []
+    for i, role in enumerate(["", "viewer"]):
+        user = get_user_model().objects.create_user(
+            f"u{i}@prepared.test", f"u{i}@prepared.test", "pw-long-enough"
+        )
+        member = Membership.objects.create(organization=org, user=user, role="admin")
+        key, _raw = ApiKey.issue(member, name=f"k{i}", role=role)
+        out.append(key)
+    # SQL NULL and set datetimes and booleans, both ways
+    ApiKey.objects.filter(pk=out[1].pk).update(revoked_at=timezone.now(), last_used_at=timezone.now())
+    Membership.objects.filter(pk=out[1].membership_id).update(deactivated_at=timezone.now())
+    get_user_model().objects.filter(pk=out[1].membership.user_id).update(is_active=False)
+    return out
+
+
+def test_a_values_row_is_what_values_list_get_gives(keys):
+    for key in keys:
+        expected = ApiKey.objects.filter(key_hash=key.key_hash).values_list(*KEY_COLUMNS).get()
+        got = KEY_ROW.get(key.key_hash)
+        assert got == expected
+        assert [type(v) for v in got] == [type(v) for v in expected]  # converted as the ORM converts
+    revoked = KEY_ROW.get(keys[1].key_hash)
+    assert timezone.is_aware(revoked[1]) and revoked[6] is False
+    assert KEY_ROW.get(keys[0].key_hash)[1:3] == (None, None)
+
+
+def test_a_values_read_compiles_once_and_fails_as_get_fails(keys, task, monkeypatch):
+    seen = compiles(monkeypatch)
+    read = prepared.KeyedValues(ApiKey, lambda h: ApiKey.objects.filter(key_hash=h).values_list("pk", "name"))
+    for key in keys * 3:
+        assert read.get(key.key_hash) == (key.pk, key.name)
+    assert len(seen) == 1
+    with pytest.raises(ApiKey.DoesNotExist):
+        read.get("no-such-hash")
+    Task.objects.create(organization=task.organization, agent=task.agent, input_text="second")
+    by_agent = prepared.KeyedValues(Task, lambda a: Task.objects.filter(agent_id=a).values_list("id"))
+    with pytest.raises(Task.MultipleObjectsReturned):
+        by_agent.get(task.agent_id)
+    with pytest.raises(ApiKey.DoesNotExist):
+        read.get(12345)  # not a string: the ORM's own path
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda h: ApiKey.objects.filter(key_hash=h).values_list("pk", flat=True),
+        lambda h: ApiKey.objects.filter(key_hash=h).values_list("pk", named=True),
+        lambda h: ApiKey.objects.filter(key_hash=h).values("pk"),
+        lambda h: ApiKey.objects.filter(key_hash=h),
+        lambda h: ApiKey.objects.filter(key_hash=h).values_list("pk").distinct(),
+        lambda h: ApiKey.objects.filter(key_hash=h).values_list("pk")[:1],
+    ],
+    ids=["flat", "named", "dicts", "instances", "distinct", "slice"],
+)
+def test_a_values_shape_get_would_read_otherwise_is_refused(keys, build):
+    with pytest.raises(ImproperlyConfigured):
+        prepared.KeyedValues(ApiKey, build).get(keys[0].key_hash)
+
+
+def test_a_keys_actor_is_read_from_its_row_as_the_orm_reads_it(keys):
+    from console import access
+    from console.errors import Unauthorized
+
+    key = keys[0]
+    actor = access._actor_from_row(key.key_hash)
+    key = ApiKey.objects.select_related("membership__user").get(pk=key.pk)
+    assert actor == access.Actor(
+        organization_id=key.membership.organization_id,
+        role=key.effective_role,
+        user_id=key.membership.user_id,
+        api_key_id=key.pk,
+        label=key.display,
+        user_email=key.membership.user.email,
+        member_id=key.membership_id,
+        vault_id=key.membership.vault_id,
+    )
+    assert key.last_used_at is not None  # the use was recorded
+    limited = ApiKey.objects.create(
+        membership=key.membership, name="viewer", prefix="p", last4="abcd", key_hash="h" * 64, role="viewer"
+    )
+    assert access._actor_from_row(limited.key_hash).role == "viewer"  # the lower of key and member
+    with pytest.raises(Unauthorized, match="revoked"):
+        access._actor_from_row(keys[1].key_hash)
+    ApiKey.objects.filter(pk=keys[1].pk).update(revoked_at=None)
+    with pytest.raises(Unauthorized, match="deactivated"):
+        access._actor_from_row(keys[1].key_hash)
+    with pytest.raises(Unauthorized, match="Invalid"):
+        access._actor_from_row("0" * 64)
