@@ -13,9 +13,10 @@ converters and builds the instance with `Model.from_db`, as `ModelIterable` does
 what `.get()` returns (deferred fields, `_state`, a row lock for `select_for_update`), so a caller
 saves it as before.
 
-Only plain shapes: one model's own columns (`only()` allowed), each string key compared once for
-equality; no `select_related`, annotations, distinct, slices or other iterables (ImproperlyConfigured
-at the first read). The model's default ordering is dropped, as `.get()` drops it.
+Only plain shapes: one model's own columns (`only()` allowed), or for `KeyedValues` a `values_list()`
+of named fields (across relations), each string key compared once for equality; no
+`select_related`, annotations, distinct, slices or other iterables (ImproperlyConfigured at the
+first read). The model's default ordering is dropped, as `.get()` drops it.
 """
 
 from __future__ import annotations
