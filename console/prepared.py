@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import NOT_PROVIDED, AutoField, Model, QuerySet
+from django.db.models.expressions import Col
 from django.db.models.query import ModelIterable, ValuesListIterable
 from django.db.models.signals import post_save, pre_save
 from django.db.transaction import TransactionManagementError
@@ -61,7 +62,7 @@ class _Compiled:
             compiler = queryset.query.get_compiler(using=using)
             sql, params = compiler.as_sql()
             if any(list(params).count(value) != 1 for value in stand_ins):
-                raise ImproperlyConfigured("KeyedRead: each key must be compared once, for equality")
+                raise ImproperlyConfigured("a prepared read: each key must be compared once, for equality")
             forms.append(
                 (sql, list(params), [list(params).index(value) for value in stand_ins], compiler, queryset)
             )
@@ -72,10 +73,12 @@ class _Compiled:
             or _without(params, slots) != _without(other_params, slots)
         ):
             raise ImproperlyConfigured(
-                "KeyedRead: a key is transformed by its lookup; only equality is taken"
+                "a prepared read: a key is transformed by its lookup; only equality is taken"
             )
         self.compiler, self.sql, self.params, self.slots = compiler, sql, params, slots
         select = compiler.select
+        if as_values and not all(isinstance(column, Col) for column, _sql, _alias in select):
+            raise ImproperlyConfigured("KeyedValues reads fields as they are stored: no transforms")
         self.attnames = [column.target.attname for column, _sql, _alias in select]
         self.converters = compiler.get_converters([column for column, _sql, _alias in select])
         self.for_update = queryset.query.select_for_update
@@ -138,8 +141,14 @@ class _Keyed(Generic[M]):
         compiled = cache.get(using)
         if compiled is None or compiled.compiler.connection is not connections[using]:
             compiled = _Compiled(self._build, using, self._keys, many=self._many, as_values=self._values)
-            if self._many and compiled.for_update:
-                raise ImproperlyConfigured("KeyedList reads without locks; lock rows through the ORM")
+            if compiled.compiler.query.model is not self._model:  # its DoesNotExist is what callers catch
+                raise ImproperlyConfigured(
+                    f"{type(self).__name__} of {self._model.__name__} builds another model's query"
+                )
+            if (self._many or self._values) and compiled.for_update:
+                raise ImproperlyConfigured(
+                    f"{type(self).__name__} reads without locks; lock rows through the ORM"
+                )
             cache[using] = compiled
         return compiled
 

@@ -13,7 +13,7 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from console import prepared
-from console.models import Agent, ApiKey, Membership, Organization
+from console.models import Agent, ApiKey, Membership, Organization, hash_api_key
 from console.prepared import KeyedRead
 from tasks_app.models import Status, Task
 
@@ -673,3 +673,64 @@ def test_a_keys_actor_is_read_from_its_row_as_the_orm_reads_it(keys):
         access._actor_from_row(keys[1].key_hash)
     with pytest.raises(Unauthorized, match="Invalid"):
         access._actor_from_row("0" * 64)
+
+
+def test_a_keys_actor_has_its_own_ids_each_refusal_alone_and_never_more_than_its_member():
+    from console import access
+    from console.errors import Unauthorized
+
+    user_model = get_user_model()
+    org = Organization.objects.create(name="Ids Apart")
+    other = Organization.objects.create(name="Other Org")
+
+    def make(n: int, member_role: str, role: str) -> ApiKey:
+        """Ids set apart (user 1000s, member 2000s, key 3000s), so a swapped id cannot pass."""
+        user = user_model.objects.create_user(f"s{n}", f"s{n}@prepared.test", pk=1000 + n)
+        member = Membership.objects.create(pk=2000 + n, organization=org, user=user, role=member_role)
+        Membership.objects.create(pk=2500 + n, organization=other, user=user, role="owner")  # not this key's
+        raw = f"atc_prepared_{n}_secret"
+        return ApiKey.objects.create(
+            pk=3000 + n, membership=member, name=f"k{n}", prefix=raw[:8], last4=raw[-4:],
+            key_hash=hash_api_key(raw), role=role,
+        )  # fmt: skip
+
+    key = make(0, "admin", "")
+    assert len({key.pk, key.membership_id, key.membership.user_id}) == 3
+    actor = access._actor_from_row(key.key_hash)
+    assert (actor.api_key_id, actor.member_id, actor.user_id, actor.organization_id) == (
+        key.pk,
+        key.membership_id,
+        key.membership.user_id,
+        org.pk,
+    )
+    assert actor.role == "admin"
+    assert access._actor_from_row(make(1, "member", "owner").key_hash).role == "member"  # key above member
+    inactive = make(2, "admin", "")
+    user_model.objects.filter(pk=inactive.membership.user_id).update(is_active=False)
+    with pytest.raises(Unauthorized, match="deactivated"):
+        access._actor_from_row(inactive.key_hash)
+    gone = make(3, "admin", "")
+    Membership.objects.filter(pk=gone.membership_id).update(deactivated_at=timezone.now())
+    with pytest.raises(Unauthorized, match="deactivated"):
+        access._actor_from_row(gone.key_hash)
+
+
+def test_the_key_read_authentication_uses_is_its_values_list_get(keys):
+    from console import access
+
+    for key in keys:
+        expected = access._KEY_ROW._build(key.key_hash).get()
+        assert access._KEY_ROW.get(key.key_hash) == expected
+        assert len(expected) == 14
+
+
+def test_a_values_read_refuses_locks_transforms_and_another_model(keys):
+    h = keys[0].key_hash
+    for build in (
+        lambda h: ApiKey.objects.select_for_update().filter(key_hash=h).values_list("pk"),
+        lambda h: ApiKey.objects.filter(key_hash=h).values_list("pk", "created_at__year"),
+    ):
+        with pytest.raises(ImproperlyConfigured), transaction.atomic():  # a lock compiles only in one
+            prepared.KeyedValues(ApiKey, build).get(h)
+    with pytest.raises(ImproperlyConfigured):
+        prepared.KeyedValues(Membership, lambda h: ApiKey.objects.filter(key_hash=h).values_list("pk")).get(h)
