@@ -46,13 +46,17 @@ def sign_in_through_console(client, server: OAuthMCP, item, user: str = "alice")
 def test_it_lists_the_servers_and_signs_a_member_in_through_the_console(server, alice):
     item = oauth_item(alice.org, server.mcp_url)
     browser = signed_in(alice)
-    assert "not connected" in browser.get("/connections/").content.decode()
+    first = browser.get("/connections/").content.decode()
+    assert "not connected" in first
+    assert '<button type="submit" class="primary">Sign in</button>' in first and "Sign in again" not in first
     done = sign_in_through_console(browser, server, item)
     assert done.status_code == 302 and done["Location"] == "/connections/"
     row = UserToken.objects.get(member=alice.member)
     assert server.provider.access[row.reveal()].subject == "alice"
     page = browser.get("/connections/").content.decode()
     assert f"…{row.last4}" in page and row.reveal() not in page and "connected" in page
+    # connected: signing in again is offered, no longer as the page's main action
+    assert '<button type="submit">Sign in again</button>' in page and 'class="primary">Sign in<' not in page
 
 
 def test_a_callback_in_another_members_session_is_refused(server, alice, bob):
