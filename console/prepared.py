@@ -102,7 +102,6 @@ def _check_shape(queryset: QuerySet, many: bool = False, values: bool = False) -
         or query.distinct
         or (query.is_sliced and not many)
         or query.combinator
-        or bool(query.values_select) is not values
         or queryset._prefetch_related_lookups
         or queryset._iterable_class is not iterable
         or queryset._fetch_mode.track_peers
@@ -115,7 +114,8 @@ def _check_shape(queryset: QuerySet, many: bool = False, values: bool = False) -
 
 
 class _Keyed(Generic[M]):
-    """What KeyedRead and KeyedList share: the queryset builder and each thread's compiled form."""
+    """What KeyedRead, KeyedValues and KeyedList share: the queryset builder, each thread's compiled
+    form, the key check and the parameters."""
 
     _many = False  # a list read (all its rows) rather than one row
     _values = False  # a values_list() row (a tuple) rather than a model instance

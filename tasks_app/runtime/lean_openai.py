@@ -34,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import operator
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar
 
@@ -240,6 +241,10 @@ class _ReadAhead:
             await self.source.aclose()
 
 
+# What says two chunks are of one response (the `obfuscation` padding aside, see extend_text).
+_RESPONSE = operator.attrgetter("id", "model", "created", "object", "service_tier", "system_fingerprint")
+
+
 def extend_text(held: ChatCompletionChunk, item: ChatCompletionChunk) -> bool:
     """Append `item`'s text to `held`, when `item` is nothing but more of `held`'s plain text.
 
@@ -255,14 +260,7 @@ def extend_text(held: ChatCompletionChunk, item: ChatCompletionChunk) -> bool:
         return False
     if held.moderation is not None or item.moderation is not None:
         return False
-    if (held.id, held.model, held.created, held.object, held.service_tier, held.system_fingerprint) != (
-        item.id,
-        item.model,
-        item.created,
-        item.object,
-        item.service_tier,
-        item.system_fingerprint,
-    ):
+    if _RESPONSE(held) != _RESPONSE(item):
         return False
     if len(held.choices) != 1 or len(item.choices) != 1:
         return False
