@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from console.models import Agent
@@ -35,3 +37,39 @@ def test_it_does_not_send_the_agents_key_to_a_local_ollama(openai_agent):
     task = Task(agent=openai_agent, organization=openai_agent.organization, llm_model_provider="ollama")
     _, _, base_url, key = llm.resolve(task, openai_agent)
     assert base_url == llm.OLLAMA_DEFAULT and key is None
+
+
+# -- one model object per client and model name ---------------------------------------------------
+
+
+def test_runs_of_one_endpoint_share_a_model_and_other_endpoints_do_not(openai_agent):
+    again = Agent.objects.get(pk=openai_agent.pk)  # another run reads its own row
+
+    def build(agent: Agent, **task: str):
+        return llm.build_model(Task(agent=agent, organization_id=agent.organization_id, **task), agent)
+
+    async def check() -> None:
+        model = build(openai_agent)
+        assert build(again) is model
+        assert model.model_name == openai_agent.model_name
+        assert build(again, llm_model_name="gpt-other").model_name == "gpt-other"
+        again.set_model_api_key("sk-rotated")  # a new key is a new client, so a model of its own
+        rotated = build(again)
+        assert rotated is not model and rotated.client.api_key == "sk-rotated"
+        assert model.client.api_key == "sk-agent-secret"
+
+    asyncio.run(check())
+
+
+def test_the_kept_models_are_bounded(openai_agent, monkeypatch):
+    monkeypatch.setattr(llm, "MODELS_KEPT", 3)
+
+    async def build_six() -> None:
+        for i in range(6):
+            task = Task(
+                agent=openai_agent, organization_id=openai_agent.organization_id, llm_model_name=f"m{i}"
+            )
+            llm.build_model(task, openai_agent)
+
+    asyncio.run(build_six())
+    assert len(llm._models) <= 3

@@ -6,6 +6,7 @@ import json
 
 from django.apps import apps
 
+from console import crypto
 from tasks_app.actions import task_user_tokens
 from tasks_app.models import ActivityEntry, Task, TaskEvent
 
@@ -170,3 +171,27 @@ def test_secret_names_are_recognised_long_or_short_and_long_ones_are_not_kept():
     is_secret_key(long_secret)
     is_secret_key("accessToken")
     assert _secret_name.cache_info().currsize == 1  # only the short name is cached
+
+
+def test_a_decrypted_secret_is_kept_with_its_row_only_while_the_row_is_unchanged(alice):
+    """A run reads the model key and the graph's secrets from several places: they are decrypted once
+    per instance, a changed ciphertext is decrypted again, and a pickled or copied row carries none."""
+    import copy
+    import pickle
+
+    from console.models import Agent, GraphItem
+
+    agent = Agent(organization=alice.org, name="Secretive")
+    agent.set_model_api_key("sk-first")
+    assert agent.get_model_api_key() == "sk-first"
+    agent.set_model_api_key("sk-second")
+    assert agent.get_model_api_key() == "sk-second"
+    for twin in (pickle.loads(pickle.dumps(agent)), copy.copy(agent)):
+        assert b"sk-second" not in pickle.dumps(twin.__getstate__())
+        assert twin.get_model_api_key() == "sk-second"
+    assert b"sk-second" not in pickle.dumps(agent)
+    item = GraphItem(agent=agent, key="gi", type="mcp")
+    item.secret_settings_encrypted = crypto.encrypt_json({"api_key": "k", "headers": {"X-T": "v"}})
+    first = item.secret_settings()
+    first["headers"]["X-T"] = "changed by a caller"
+    assert item.secret_settings() == {"api_key": "k", "headers": {"X-T": "v"}}

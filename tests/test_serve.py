@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,34 @@ def test_without_uvloop_the_default_is_asyncio_and_asking_for_it_stops(setting, 
     else:
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "asyncio"
+
+
+# -- the request's body is the application's to parse ---------------------------------------------
+
+
+def test_daphnes_requests_are_built_with_twisteds_form_parsing_off_once():
+    code = (
+        "import console.serve as s; s.install_loop(); from daphne import http_protocol as h; "
+        "daphnes = h.WebRequest; s.raw_request_bodies(); s.raw_request_bodies(); "
+        "print(h.WebRequest.__bases__ == (daphnes,), h.WebRequest.raw_bodies)"
+    )
+    out = run(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True True"
+
+
+@pytest.mark.live
+def test_a_malformed_multipart_create_gets_the_apis_json_400(daphne_server):
+    """Twisted used to parse a POST's multipart body itself (on the loop) and answer a malformed one
+    with an empty 400; the body now reaches Django, whose parser the API's error handler answers."""
+    account = daphne_server.account("Multipart Org", f"{uuid.uuid4().hex[:8]}@multipart.test")
+    with daphne_server.client(account) as api:
+        agent = api.post("/v1/agents", json={"name": "Multipart", "framework": "external"})
+        assert agent.status_code == 201, agent.text
+        r = api.post(
+            f"/agent-execution/{agent.json()['id']}",
+            content=b'--xyz\r\nContent-Disposition: form-data; name="body"\r\n\r\n{}\r\n--xyz--\r\n',
+            headers={"content-type": "multipart/form-data"},  # no boundary
+        )
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("Malformed multipart body"), r.text
