@@ -23,9 +23,11 @@ idle threads, given back clean at the stream's end like a lane.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import closing
@@ -35,16 +37,25 @@ from typing import Any
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core import signals
+from django.core.cache import close_caches
 from django.core.exceptions import RequestAborted
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.signals import request_finished
 from django.db import close_old_connections, connections, reset_queries
 from django.dispatch import receiver
-from django.http import HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
 
 log = logging.getLogger(__name__)
+
+
+class _Lane(ThreadPoolExecutor):
+    """A long-lived request thread. `finished_due`: its last request's close_old_connections (a
+    request_finished receiver), left to the start of the lane's next call
+    (`StreamingASGIHandler.close_response`)."""
+
+    finished_due: Callable[[], Any] | None = None
 
 
 class _Lanes:
@@ -54,18 +65,18 @@ class _Lanes:
     """
 
     def __init__(self, name: str = "request", keep: int | None = None) -> None:
-        self._idle: list[ThreadPoolExecutor] = []
+        self._idle: list[_Lane] = []
         self._lock = threading.Lock()
         self._name = name
         self._keep = keep
 
-    def take(self) -> ThreadPoolExecutor:
+    def take(self) -> _Lane:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        return _Lane(max_workers=1, thread_name_prefix=self._name)
 
-    def give_back(self, lane: ThreadPoolExecutor) -> None:
+    def give_back(self, lane: _Lane) -> None:
         with self._lock:
             if self._keep is None or len(self._idle) < self._keep:
                 self._idle.append(lane)
@@ -110,14 +121,17 @@ class RequestThread(Executor):
     """A request's thread-sensitive executor: a borrowed lane, or after `let_go()` a thread of its own."""
 
     def __init__(self) -> None:
-        self._lane: ThreadPoolExecutor | None = None
-        self._spare: ThreadPoolExecutor | None = None
+        self._lane: _Lane | None = None
+        self._spare: _Lane | None = None
         self._turn: asyncio.Semaphore | None = None
         self.dirty = False  # set on the lane when the request left a transaction open
         # request_started's receivers, run at the start of the request's first call on its thread
         self.prelude: Callable[[], Any] | None = None
         # whether the lane's last call ended inside a transaction (None: no call has run on it yet)
         self.left_open: bool | None = None
+        # whether the lane's last call left its connections as request_finished's receivers would
+        # leave them (none to close: see `_settled`)
+        self.settled = False
         self._last_call: Future | None = None  # the lane's last call (loop thread only)
 
     async def borrow(self) -> None:
@@ -133,9 +147,11 @@ class RequestThread(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         prelude, self.prelude = self.prelude, None
         if self._lane is not None:
-            call = self._last_call = self._lane.submit(self._on_lane, prelude, fn, *args, **kwargs)
-            if prelude is not None:  # a call cancelled before it ran leaves the receivers still due
-                call.add_done_callback(functools.partial(self._still_due, prelude))
+            lane = self._lane
+            finished, lane.finished_due = lane.finished_due, None  # the last request's, if left to now
+            call = self._last_call = lane.submit(self._on_lane, finished, prelude, fn, *args, **kwargs)
+            if prelude is not None or finished is not None:  # a call cancelled before it ran
+                call.add_done_callback(functools.partial(self._still_due, finished, prelude))
             return call
         # (A prelude still due here is dropped: its receivers look after the lane's connections,
         # and every path gives the lane back only after a call on it, so none is due by now.)
@@ -146,20 +162,35 @@ class RequestThread(Executor):
         return self._spare.submit(fn, *args, **kwargs)
 
     def _on_lane(
-        self, prelude: Callable[[], Any] | None, fn: Callable[..., Any], *args: Any, **kwargs: Any
+        self,
+        finished: Callable[[], Any] | None,
+        prelude: Callable[[], Any] | None,
+        fn: Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
     ) -> Any:
-        """A call on the lane: request_started's receivers first if still due, and afterwards a look
-        at whether it left a transaction open (so a stream can let its lane go without a hop)."""
+        """A call on the lane: the last request's request_finished receivers first if left to now,
+        then request_started's if still due; afterwards a look at whether it left a transaction open
+        and its connections settled (so a request can let its lane go, or close, without a hop)."""
         try:
+            if finished is not None:
+                _run_receivers(finished, "request_finished")
             if prelude is not None:
-                _run_prelude(prelude)
+                _run_receivers(prelude, "request_started")
             return fn(*args, **kwargs)
         finally:
             self.left_open = _in_a_transaction()
+            self.settled = not self.left_open and _settled()
 
-    def _still_due(self, prelude: Callable[[], Any], call: Future) -> None:
-        if call.cancelled() and self.prelude is None:
+    def _still_due(
+        self, finished: Callable[[], Any] | None, prelude: Callable[[], Any] | None, call: Future
+    ) -> None:
+        if not call.cancelled():
+            return
+        if prelude is not None and self.prelude is None:
             self.prelude = prelude
+        if finished is not None and self._lane is not None and self._lane.finished_due is None:
+            self._lane.finished_due = finished
 
     def idle_and_clean(self) -> bool:
         """Whether the lane has no call queued or running and its last call left no transaction open
@@ -169,6 +200,20 @@ class RequestThread(Executor):
             and self.left_open is False
             and (self._last_call is not None and self._last_call.done())
         )
+
+    def finish_later(self, receivers: Callable[[], Any]) -> bool:
+        """Leave request_finished's thread-bound receivers to the lane's next call, if they may wait.
+
+        They may when the lane is idle and clean (`idle_and_clean`) and its last call left every
+        connection as they would leave it (`settled`): what they would do then is only bookkeeping
+        that the next request's own request_started receivers repeat, on the same thread, before any
+        of its work. `_check_lane` is not among them: being clean is what it would check. Returns
+        False (nothing changed) otherwise.
+        """
+        if self._lane is None or not (self.idle_and_clean() and self.settled):
+            return False
+        self._lane.finished_due = receivers
+        return True
 
     def let_go(self) -> None:
         """Give the lane back (or retire it if its request left a transaction open) and the turn."""
@@ -193,13 +238,29 @@ class RequestThread(Executor):
                 retired.result()
 
 
-def _run_prelude(prelude: Callable[[], Any]) -> None:
-    """request_started's own receivers (connection upkeep): a failure is logged, and the request's
-    call runs regardless, so its close still sends request_finished."""
+def _run_receivers(receivers: Callable[[], Any], signal: str) -> None:
+    """request_started's (or a last request's request_finished) receivers, connection upkeep: a
+    failure is logged, and the request's call runs regardless, so its close still sends
+    request_finished."""
     try:
-        prelude()
+        receivers()
     except Exception:
-        log.exception("request_started's receivers failed")
+        log.exception("%s's receivers failed", signal)
+
+
+def _settled() -> bool:
+    """Whether Django's `close_old_connections` would close none of this thread's connections now:
+    none is broken, in error, out of autocommit or past its CONN_MAX_AGE (PostgreSQL's default, 0,
+    is past at once: such a connection is closed at its request's end, as configured)."""
+    now = time.monotonic()
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        if conn.errors_occurred or conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]:
+            return False
+        if conn.close_at is not None and now >= conn.close_at:
+            return False
+    return True
 
 
 def _retire_tail(tail: ThreadPoolExecutor) -> None:
@@ -221,6 +282,38 @@ _DEFERRABLE_STARTED = frozenset({reset_queries, close_old_connections})
 def _started_receivers_deferrable(sender: type) -> bool:
     sync_receivers, async_receivers = signals.request_started._live_receivers(sender)
     return not async_receivers and all(r in _DEFERRABLE_STARTED for r in sync_receivers)
+
+
+def _closers_run_anywhere(response: HttpResponseBase) -> bool:
+    """Whether the response's resource closers are only its request's own `close`, on a request with
+    no uploaded file: that closes the request's body, which Django's handler closes on the loop too."""
+    for closer in response._resource_closers:
+        request = getattr(closer, "__self__", None)
+        if not isinstance(request, HttpRequest) or closer.__func__ is not type(request).close:
+            return False
+        if request.__dict__.get("_files"):
+            return False
+    return True
+
+
+def _close_resources(response: HttpResponseBase) -> None:
+    """`HttpResponseBase.close` (Django 6.1) but for request_finished, which the caller sees to."""
+    for closer in response._resource_closers:
+        with contextlib.suppress(Exception):  # as Django's close: one failing does not stop the others
+            closer()
+    response._resource_closers.clear()
+    response.closed = True
+
+
+# request_finished's receivers that may wait for the lane's next call, or run on the loop when the
+# request has no thread left (StreamingASGIHandler.close_response): they only look after the calling
+# thread's connections and caches, and the request's URLconf.
+_DEFERRABLE_FINISHED = frozenset({close_old_connections, close_caches, base.reset_urlconf})
+
+
+def _finished_receivers_deferrable(sender: type) -> bool:
+    sync_receivers, async_receivers = signals.request_finished._live_receivers(sender)
+    return not async_receivers and all(r in _DEFERRABLE_FINISHED or r is _check_lane for r in sync_receivers)
 
 
 _request_thread: ContextVar[RequestThread] = ContextVar("request_thread")
@@ -380,7 +473,38 @@ class StreamingASGIHandler(ASGIHandler):
             if response is None:
                 await signals.request_finished.asend(sender=self.__class__)
             else:
-                await sync_to_async(response.close)()
+                await self.close_response(response)
+
+    async def close_response(self, response: HttpResponseBase) -> None:
+        """Django's `await sync_to_async(response.close)()`, without the hop where it changes nothing.
+
+        A response's close runs its resource closers, then sends request_finished, whose receivers
+        are Django's (close_old_connections: the thread's database connections; close_caches and
+        reset_urlconf: state of the request's context) and `_check_lane`. While those are the only
+        receivers and the only closer is the request's own (`_closers_run_anywhere`):
+        - on a lane whose last call left it clean and settled (`RequestThread.finish_later`),
+          close_old_connections runs at the start of the lane's next call, before the next request's
+          own request_started receivers (which repeat it), on the same thread; the other two run here,
+          in the request's context: one hop less per API call (a create);
+        - a stream that let its lane go and ran nothing on a thread since has no thread whose
+          connections they would find: the close runs here, on the loop, and no thread is woken or
+          kept for it (an event stream).
+        Otherwise, or with any other receiver connected, it is Django's call as it was.
+        """
+        thread = _request_thread.get()
+        if _closers_run_anywhere(response) and _finished_receivers_deferrable(self.__class__):
+            if thread._lane is None and thread._spare is None:
+                response.close()
+                return
+            if thread.finish_later(
+                functools.partial(close_old_connections, signal=request_finished, sender=self.__class__)
+            ):
+                _close_resources(response)
+                # the receivers whose state is the request's context, not its thread's: here, in it
+                close_caches(signal=request_finished, sender=self.__class__)
+                base.reset_urlconf(signal=request_finished, sender=self.__class__)
+                return
+        await sync_to_async(response.close)()
 
     async def send_response(self, response: HttpResponseBase, send: Callable) -> None:
         if response.streaming and response.is_async:

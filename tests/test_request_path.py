@@ -11,6 +11,7 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 
 import httpx
@@ -126,8 +127,52 @@ async def _answered_on_the_loop(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"on": "loop"})
 
 
+def _look_then_age_the_connection(request: HttpRequest) -> JsonResponse:
+    """A view after which its connection is past CONN_MAX_AGE: request_finished must close it now."""
+    Organization.objects.exists()
+    connection.close_at = time.monotonic() - 1
+    return JsonResponse({"thread": _thread_token()})
+
+
+class _Body:
+    """A stream's body with a resource of its own that its response must close (as a file's)."""
+
+    closed = False
+
+    def __aiter__(self):
+        return self._chunks()
+
+    async def _chunks(self):
+        yield b"file body"
+
+    def close(self) -> None:
+        _Body.closed = True
+
+
+def _a_file(request: HttpRequest) -> StreamingHttpResponse:
+    _Body.closed = False
+    return StreamingHttpResponse(_Body())
+
+
+def _files_posted(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"files": sorted(request.FILES)})
+
+
+def _quiet_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """An event stream whose body needs no thread (as the API's SSE streams)."""
+
+    async def body():
+        yield "data: quiet\n\n"
+
+    return StreamingHttpResponse(body(), content_type="text/event-stream")
+
+
 urlpatterns = [
     path("loop", _answered_on_the_loop),
+    path("api/aged", _look_then_age_the_connection),
+    path("api/file", _a_file),
+    path("api/files", _files_posted),
+    path("api/quiet-stream", _quiet_stream),
     path("api/queries", _queries_marked),
     path("api/request-id", _request_id),
     path("stream-after-leak/<str:name>", _stream_after_leaving_a_transaction_open),
@@ -152,6 +197,12 @@ def hops(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(RequestThread, "submit", counted)
     return seen
+
+
+def close_hops() -> int:
+    """The close's own hop: only where the lane's connection is closed at its request's end
+    (CONN_MAX_AGE 0, PostgreSQL's default); otherwise its receivers wait for the lane's next call."""
+    return 1 if connection.settings_dict.get("CONN_MAX_AGE") == 0 else 0
 
 
 @pytest.fixture
@@ -244,9 +295,10 @@ async def test_header_middleware_runs_on_the_loop_and_still_sets_its_headers(one
     assert r.headers["Referrer-Policy"] == "same-origin"  # security
     assert "default-src" in r.headers["Content-Security-Policy"]  # csp
     assert r.headers["Content-Length"] == str(len(r.content))  # common
-    # the view (request_started's receivers at its start), the response's close: not 6 more for
-    # the four middleware's hooks, nor one for request_started
-    assert len(hops) == 2, hops
+    # the view (request_started's receivers at its start), and the response's close where its
+    # connection closes at the request's end: not 6 more for the four middleware's hooks, nor one
+    # for request_started
+    assert len(hops) == 1 + close_hops(), hops
 
 
 @pytest.mark.django_db(transaction=True)
@@ -320,7 +372,80 @@ async def test_another_request_started_receiver_gets_djangos_signal(one_lane, ho
     finally:
         request_started.disconnect(dispatch_uid="test.started")
     assert r.json() == {"request_id": "set by a receiver"}
-    assert len(hops) == 3, hops  # request_started, the view, the close
+    # request_started, the view; not the close: the view opened no connection for it to close
+    assert len(hops) == 2, hops
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_settled_requests_close_costs_no_hop_and_its_lane_keeps_its_connection(one_lane, hops):
+    """The close's request_finished receivers wait for the lane's next call (close_old_connections,
+    repeated there by request_started's) where they would close nothing: no hop of their own."""
+    if close_hops():
+        pytest.skip("connections close at each request's end here (CONN_MAX_AGE 0): the close hops")
+    async with one_lane as client:
+        first = (await client.get("/api/look/nothing")).json()
+        assert len(hops) == 1, hops  # the view alone
+        second = (await client.get("/api/look/nothing")).json()
+    assert second["thread"] == first["thread"] and second["connection"] == first["connection_after"]
+    assert second["in_atomic_block"] is False and second["autocommit"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_connection_past_its_age_is_closed_at_its_requests_end(one_lane, hops):
+    """A lane left with a connection the receivers would close is closed as Django closes it: in a
+    call of its own at the request's end, not left open on the idle lane."""
+    async with one_lane as client:
+        r = await client.get("/api/aged")
+        assert r.status_code == 200
+        assert len(hops) == 2 and "HttpResponseBase.close" in hops[-1], hops  # the view, the close
+        after = (await client.get("/look/nothing")).json()
+    assert after["thread"] == r.json()["thread"]
+    assert after["connection"] is None  # closed by the close's call: the next request opened its own
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_response_with_a_resource_of_its_own_is_closed_on_a_thread(one_lane, hops):
+    async with one_lane as client:
+        r = await client.get("/api/file")
+    assert r.content == b"file body"
+    assert "HttpResponseBase.close" in hops[-1], hops  # Django's close: its closer runs on a thread
+    assert _Body.closed
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_with_uploaded_files_is_closed_on_its_thread(one_lane, hops):
+    async with one_lane as client:
+        r = await client.post("/api/files", files={"upload": ("a.txt", b"x" * 10, "text/plain")})
+    assert r.json() == {"files": ["upload"]}
+    assert len(hops) == 2 and "HttpResponseBase.close" in hops[-1], hops  # it closes the uploaded files
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_with_no_thread_left_is_closed_on_the_loop(one_lane, hops):
+    """An event stream that let its lane go and ran nothing on a thread: its close wakes no thread,
+    and no stream thread is taken for it."""
+    async with one_lane as client:
+        idle = handler_module.tails.idle()
+        r = await client.get("/api/quiet-stream")
+    assert r.text == "data: quiet\n\n"
+    assert len(hops) == 1, hops  # the view alone
+    assert handler_module.tails.idle() == idle
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_another_request_finished_receiver_gets_djangos_close(one_lane, hops):
+    """With a receiver of its own connected, the close is Django's call, on the request's thread."""
+    from django.core.signals import request_finished
+
+    seen: list[str] = []
+    request_finished.connect(lambda **kw: seen.append(_thread_token()), dispatch_uid="test.fin", weak=False)
+    try:
+        async with one_lane as client:
+            r = (await client.get("/api/look/nothing")).json()
+    finally:
+        request_finished.disconnect(dispatch_uid="test.fin")
+    assert len(hops) == 2, hops
+    assert seen == [r["thread"]]
 
 
 def test_the_copy_of_djangos_handle_is_of_the_django_it_was_made_from():
