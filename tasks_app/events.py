@@ -16,9 +16,11 @@ batched read (`Batched`). 2,000 waiting followers were ~270 queries a second bef
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import math
+import re
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -87,6 +89,11 @@ def _read(task_id: str, after: int) -> tuple[list[Envelope], str]:
         status, last_seq = row.status, row.last_seq
     except Task.DoesNotExist:
         status, last_seq = "failed", 0
+    return read_after_row(task_id, after, status, last_seq)
+
+
+def read_after_row(task_id: str, after: int, status: str, last_seq: int) -> tuple[list[Envelope], str]:
+    """The log's page after `after`, the task's row (status, last_seq) read just before it."""
     if last_seq <= after:  # last_seq commits with the events: nothing new, so no log query (a quiet tick)
         return [], status
     # A new follower reads the log from its start (most streams): that read is compiled once.
@@ -173,6 +180,54 @@ def _rows(task_ids: list[str]) -> dict[str, tuple[str, int]]:
 ROWS: Batched[str, tuple[str, int]] = Batched(_rows, ("failed", 0))
 
 
+_GROUP_SAFE = re.compile(r"[A-Za-z0-9._-]{1,90}")
+
+
+class Subscription:
+    """A follower's channel on the channel layer, in the task's group: made before the log is read.
+
+    `subscribe` makes one; `follow` takes it over (and leaves the group when it ends). A caller that
+    subscribes and then does not follow (its caller refused) calls `close`.
+    """
+
+    def __init__(self, layer: Any, channel: str, group: str) -> None:
+        self.layer, self.channel, self.group = layer, channel, group
+        self.closed = False
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.layer.group_discard(self.group, self.channel)
+
+    def close_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """`close` from anywhere (a finalizer: a follow dropped before it started, so never closed)."""
+        if not self.closed and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to leave
+                loop.call_soon_threadsafe(_spawn, loop, self.close)
+
+
+_closing: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
+
+def _spawn(loop: asyncio.AbstractEventLoop, make: Callable[[], Any]) -> None:
+    task = loop.create_task(make())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def subscribe(task_id: str) -> Subscription:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = bus.group_name(task_id)
+    await layer.group_add(group, channel)
+    return Subscription(layer, channel, group)
+
+
+def subscribable(task_id: str) -> bool:
+    """Whether a task id from outside makes a valid group name (a task's id always does)."""
+    return _GROUP_SAFE.fullmatch(task_id) is not None
+
+
 def next_beat_of(now: float, beat: float) -> float:
     """The next instant of the beat grid after `now`: every follower of the process beats together."""
     if beat <= 0:
@@ -195,6 +250,8 @@ async def follow(
     until: Until = Until.FINAL_STATUS,
     still_allowed: Callable[[], Awaitable[bool]] | None = None,
     keepalive: float | None = None,
+    subscription: Subscription | None = None,
+    first_read: tuple[list[Envelope], str] | None = None,
 ) -> AsyncGenerator[list[Envelope] | Tick]:
     """Yield the task's events after `after` in `seq` order, each once, in batches; then live ones.
 
@@ -203,11 +260,14 @@ async def follow(
     (SSE_KEEPALIVE_SECONDS by default) without a message, and the log is read again after it.
     `still_allowed` is asked at least once a keep-alive, busy or quiet; when it says no, `AccessEnded`
     is raised. It ends per `until`, every event up to the end yielded.
+
+    `subscription` and `first_read`: a caller that subscribed (`subscribe`) and then read the log's
+    first page after `after` itself (`read_after_row`, in the same call as its own checks: an event
+    stream) hands both over; the follow owns the subscription from then on.
     """
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    group = bus.group_name(task_id)
-    await layer.group_add(group, channel)  # subscribe before reading the log: nothing falls between
+    # subscribe before reading the log: nothing falls between
+    sub = subscription if subscription is not None else await subscribe(task_id)
+    layer, channel, group = sub.layer, sub.channel, sub.group
     last, last_type, status = after, "", ""
     beat = settings.SSE_KEEPALIVE_SECONDS if keepalive is None else keepalive
     loop = asyncio.get_running_loop()
@@ -217,7 +277,10 @@ async def follow(
         while True:
             # The log decides: page through it after the last event yielded.
             while True:
-                events, status = await aread(task_id, last)
+                if first_read is not None:
+                    (events, status), first_read = first_read, None
+                else:
+                    events, status = await aread(task_id, last)
                 if events:
                     last, last_type = events[-1]["seq"], events[-1]["type"]
                 if events or first:
@@ -267,7 +330,7 @@ async def follow(
                         return
                     break  # a final status: the log decides whether all of it was yielded
     finally:
-        await layer.group_discard(group, channel)
+        await sub.close()
 
 
 async def wait_until_finished(task: Task, *, timeout: float | None = None, poll: float) -> bool:

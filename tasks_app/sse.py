@@ -7,6 +7,7 @@ once the task is finished and every event up to that point was sent: the officia
 
 from __future__ import annotations
 
+import asyncio
 import json
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -62,26 +63,80 @@ def _caller_and_task(request: HttpRequest, task_id: str) -> tuple[Actor, str, st
 _acaller_and_task = sync_to_async(_caller_and_task)
 
 
+Opening = tuple[list[events.Envelope], str]  # the log's first page after the resume point, the status
+
+
+def _opening(request: HttpRequest, task_id: str) -> tuple[Actor, str, str, int, Opening]:
+    """`_caller_and_task`, the resume point, and the log's first page after it: one trip for all.
+
+    Called once the stream is subscribed to the task's group (events.subscribe), so the page read
+    here is the follow's first read (status first, then the log, as `events.follow` reads).
+    """
+    actor = actor_for_request(request, cached=False)
+    row = actions.task_scope_and_progress(actor, task_id)
+    after = parse_resume_point(request)  # after the checks, as in the two-step opening: the same errors
+    return (
+        actor,
+        row.id,
+        row.organization_id,
+        after,
+        events.read_after_row(row.id, after, row.status, row.last_seq),
+    )
+
+
+_aopening = sync_to_async(_opening)
+
+
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
+    """A task's event stream. With a key to check and a task id that can name a group, the stream
+    subscribes first, then checks its caller, the task and reads the log's first page in one call on
+    the request's thread (one hop, one row read, where subscribing after the check took two)."""
+    subscription = (
+        await events.subscribe(task_id)
+        if request.headers.get("x-api-key") and events.subscribable(task_id)
+        else None
+    )
+    first_read: Opening | None = None
     try:
-        actor, task_id, organization_id = await _acaller_and_task(request, task_id)
-        after = parse_resume_point(request)
+        if subscription is not None:
+            actor, task_id, organization_id, after, first_read = await _aopening(request, task_id)
+        else:
+            actor, task_id, organization_id = await _acaller_and_task(request, task_id)
+            after = parse_resume_point(request)
         release = stream_slots.slots.acquire(actor.api_key_id, settings.SSE_MAX_STREAMS_PER_KEY)
     except TaskApiError as exc:
+        await _unsubscribe(subscription)
         return JsonResponse(exc.to_json(), status=exc.status_code)
     except OperationalError as exc:
+        await _unsubscribe(subscription)
         if not transient_database_error(exc):
             raise
         return busy_response()
+    except BaseException:
+        await _unsubscribe(subscription)
+        raise
     key_id = actor.api_key_id
-    stream = holding_slot(
-        release, frames(task_id, organization_id, after, still_allowed=lambda: KEYS.get(key_id))
+    follow = frames(
+        task_id,
+        organization_id,
+        after,
+        still_allowed=lambda: KEYS.get(key_id),
+        subscription=subscription,
+        first_read=first_read,
     )
+    stream = holding_slot(release, follow)
     weakref.finalize(stream, release)  # a response dropped (client gone) before its first read
+    if subscription is not None:
+        weakref.finalize(stream, subscription.close_soon, asyncio.get_running_loop())
     response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache, no-store"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+async def _unsubscribe(subscription: events.Subscription | None) -> None:
+    if subscription is not None:
+        await subscription.close()
 
 
 async def holding_slot(release: Callable[[], None], stream: AsyncGenerator[str]) -> AsyncIterator[str]:
@@ -99,6 +154,8 @@ async def frames(
     organization_id: str,
     after: int,
     still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    subscription: events.Subscription | None = None,
+    first_read: Opening | None = None,
 ) -> AsyncGenerator[str]:
     """SSE frames of `events.follow`: closed once the task is finished and fully sent.
 
@@ -107,7 +164,10 @@ async def frames(
     """
     first = True
     try:
-        async with aclosing(events.follow(task_id, after, still_allowed=still_allowed)) as items:
+        follow = events.follow(
+            task_id, after, still_allowed=still_allowed, subscription=subscription, first_read=first_read
+        )
+        async with aclosing(follow) as items:
             async for item in items:
                 if isinstance(item, events.Tick):
                     yield ": keep-alive\n\n"

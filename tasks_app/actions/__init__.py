@@ -33,6 +33,7 @@ from tasks_app.actions.reads import (
     get_task,
     list_tasks,
     task_scope,
+    task_scope_and_progress,
 )
 from tasks_app.actions.reports import (
     PUSHABLE_EVENTS,
@@ -101,6 +102,7 @@ __all__ = [
     "requeue_expired",
     "stop_task",
     "task_scope",
+    "task_scope_and_progress",
     "task_user_tokens",
     "update_task",
 ]

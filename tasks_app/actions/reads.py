@@ -51,6 +51,24 @@ _SCOPE = KeyedRead(
 )
 
 
+def task_scope_and_progress(actor: Actor, task_id: str) -> Task:
+    """`task_scope` with the task's status and last_seq (what a stream's first read of the log needs),
+    in the same row read: a Task with only id, organization_id, status and last_seq loaded."""
+    try:
+        return _SCOPE_AND_PROGRESS.get(task_id, actor.organization_id)  # every stream opens with it
+    except Task.DoesNotExist:
+        raise NotFound(f"Task {task_id} not found") from None
+
+
+_SCOPE_AND_PROGRESS = KeyedRead(
+    Task,
+    lambda task_id, org_id: Task.objects.only("id", "organization_id", "status", "last_seq").filter(
+        pk=task_id, organization_id=org_id
+    ),
+    2,
+)
+
+
 LIST_FILTERS = {"user_id", "parent_task_id", "triggering_agent_id", "status", "internal_status"}
 # What a TasksListItem shows (wire.task_list_item_json): a listing never loads prompts, logs or metrics.
 LIST_COLUMNS = (
