@@ -37,8 +37,15 @@ M = TypeVar("M", bound=Model)
 
 # Keys no caller passes, to find where each key goes in the compiled params. Two sets, the second
 # with the characters a lookup would escape or quote: a shape whose SQL or params differ between
-# them transforms its keys (iexact, contains...) and is refused.
+# them transforms its keys (iexact, contains...) and is refused. Integer keys (a foreign key's id)
+# get two sets of integers no row has, far apart.
 _PLACEHOLDERS = ("\x00console.prepared.{}\x00", "\x00console.prepared.%_\\'{}\x00")
+_INT_PLACEHOLDERS = (-(2**62), -(2**61))
+KeyType = type[str] | type[int]
+
+
+def _stand_in(form: int, kind: KeyType, i: int) -> str | int:
+    return _PLACEHOLDERS[form].format(i) if kind is str else _INT_PLACEHOLDERS[form] - i
 
 
 class _Compiled:
@@ -48,13 +55,13 @@ class _Compiled:
         self,
         build: Callable[..., QuerySet],
         using: str,
-        keys: int,
+        keys: tuple[KeyType, ...],
         many: bool = False,
         as_values: bool = False,
     ) -> None:
         forms = []
-        for placeholder in _PLACEHOLDERS:
-            stand_ins = [placeholder.format(i) for i in range(keys)]
+        for form in range(len(_PLACEHOLDERS)):
+            stand_ins = [_stand_in(form, kind, i) for i, kind in enumerate(keys)]
             queryset = build(*stand_ins)
             _check_shape(queryset, many, as_values)
             if not many:
@@ -120,17 +127,24 @@ class _Keyed(Generic[M]):
     _many = False  # a list read (all its rows) rather than one row
     _values = False  # a values_list() row (a tuple) rather than a model instance
 
-    def __init__(self, model: type[M], build: Callable[..., QuerySet[M]], keys: int = 1) -> None:
+    def __init__(
+        self, model: type[M], build: Callable[..., QuerySet[M]], keys: int | tuple[KeyType, ...] = 1
+    ) -> None:
+        """`keys`: how many string keys, or each key's type (`str`, or `int` for a foreign key's id)."""
         self._model = model
         self._build = build
-        self._keys = keys
+        self._types: tuple[KeyType, ...] = (str,) * keys if isinstance(keys, int) else tuple(keys)
+        if any(kind not in (str, int) for kind in self._types):
+            raise ImproperlyConfigured("a prepared read's keys are strings or integers")
+        self._keys = len(self._types)
         self._local = threading.local()
 
     def _check(self, keys: tuple[Any, ...], call: str) -> bool:
-        """Whether the keys take the compiled path: strings, as many as it was built for."""
+        """Whether the keys take the compiled path: of the types it was built for, as many."""
         if len(keys) != self._keys:
             raise TypeError(f"{type(self).__name__}.{call} takes {self._keys} key(s), not {len(keys)}")
-        return all(type(key) is str for key in keys)  # compiled for strings: anything else as the ORM does
+        # compiled for these types (exactly: a bool is no int here): anything else as the ORM does
+        return all(type(key) is kind for key, kind in zip(keys, self._types, strict=True))
 
     def _compiled(self, using: str) -> _Compiled:
         """This thread's compiled form for `using` (a thread's connection is its own); compiled
@@ -140,7 +154,7 @@ class _Keyed(Generic[M]):
             cache = self._local.cache = {}
         compiled = cache.get(using)
         if compiled is None or compiled.compiler.connection is not connections[using]:
-            compiled = _Compiled(self._build, using, self._keys, many=self._many, as_values=self._values)
+            compiled = _Compiled(self._build, using, self._types, many=self._many, as_values=self._values)
             if compiled.compiler.query.model is not self._model:  # its DoesNotExist is what callers catch
                 raise ImproperlyConfigured(
                     f"{type(self).__name__} of {self._model.__name__} builds another model's query"
@@ -169,7 +183,7 @@ class _Keyed(Generic[M]):
         return tuple(row)
 
     @staticmethod
-    def _params(compiled: _Compiled, keys: tuple[str, ...]) -> list[Any]:
+    def _params(compiled: _Compiled, keys: tuple[str | int, ...]) -> list[Any]:
         params = list(compiled.params)
         for slot, key in zip(compiled.slots, keys, strict=True):
             params[slot] = key

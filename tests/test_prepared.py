@@ -734,3 +734,64 @@ def test_a_values_read_refuses_locks_transforms_and_another_model(keys):
             prepared.KeyedValues(ApiKey, build).get(h)
     with pytest.raises(ImproperlyConfigured):
         prepared.KeyedValues(Membership, lambda h: ApiKey.objects.filter(key_hash=h).values_list("pk")).get(h)
+
+
+# -- integer keys (a foreign key's id) ------------------------------------------------------------
+
+
+def test_an_integer_key_reads_what_the_queryset_reads_and_compiles_once(keys, monkeypatch):
+    from console.models import UserToken
+
+    member_id = keys[0].membership_id
+    other_id = keys[1].membership_id
+    org = keys[0].membership.organization_id
+    for member, item in ((member_id, "a"), (member_id, "b"), (other_id, "a")):
+        UserToken.objects.create(
+            organization_id=org, member_id=member, graph_item_key=item, token_encrypted="x", last4="x"
+        )
+    seen = compiles(monkeypatch)
+    rows = prepared.KeyedList(
+        UserToken, lambda o, m: UserToken.objects.filter(organization_id=o, member_id=m), (str, int)
+    )
+    for member in (member_id, other_id, member_id):
+        assert [fields(r) for r in rows.all(org, member)] == [
+            fields(r) for r in UserToken.objects.filter(organization_id=org, member_id=member)
+        ]
+    assert [r.graph_item_key for r in rows.all(org, member_id)] == ["a", "b"]
+    assert rows.all(org, -1) == [] and rows.all("no-such-org", member_id) == []
+    assert len(seen) == 1
+    # a key of another type than compiled for goes to the ORM, with its conversions and errors
+    assert [r.graph_item_key for r in rows.all(org, str(other_id))] == ["a"]
+    rows.all(org, True)  # a bool is not the int it equals here: the ORM's path too
+    assert len(seen) == 1
+    with pytest.raises(TypeError, match="takes 2 key"):
+        rows.all(org)
+
+
+def test_a_key_type_other_than_str_or_int_is_refused():
+    with pytest.raises(ImproperlyConfigured, match="strings or integers"):
+        prepared.KeyedList(Task, lambda pk: Task.objects.filter(pk=pk), (float,))
+
+
+def test_the_vaults_read_of_an_owners_rows_is_the_owners_rows(keys):
+    from console import vault
+    from console.models import UserToken
+
+    org = keys[0].membership.organization_id
+    member = vault.Owner(member_id=keys[0].membership_id)
+    outsider = vault.Owner(external_id="end-user-1")
+    for owner, item, needs in ((member, "a", False), (member, "b", True), (outsider, "a", False)):
+        UserToken.objects.create(
+            organization_id=org,
+            member_id=owner.member_id,
+            external_user_id=owner.external_id,
+            graph_item_key=item,
+            token_encrypted="x",
+            last4="x",
+            needs_signin=needs,
+        )
+    for owner in (member, outsider, vault.Owner(external_id="nobody-here")):
+        assert [r.pk for r in vault._signed_in_rows(org, owner)] == [
+            r.pk for r in owner.rows(org).filter(needs_signin=False)
+        ]
+    assert [r.graph_item_key for r in vault._signed_in_rows(org, member)] == ["a"]
