@@ -94,14 +94,26 @@ def hold_task_tokens(agent: Agent, owner: Owner, tokens: dict[str, Any]) -> None
             store(agent.organization_id, owner, key, value, source="task")
 
 
-def usable_rows(organization_id: str, owner: Owner, keys: list[str]) -> list[UserToken]:
-    """The owner's connections for these keys, refreshed first when due; expired or failed ones left out."""
+class RefreshDue(Exception):
+    """A connection asked for is due for a refresh, and the caller said not to refresh it here."""
+
+
+def usable_rows(
+    organization_id: str, owner: Owner, keys: list[str], *, refresh: bool = True
+) -> list[UserToken]:
+    """The owner's connections for these keys, refreshed first when due; expired or failed ones left out.
+
+    `refresh=False`: a connection due for a refresh raises RefreshDue instead (a caller that must not
+    wait for an OAuth server, such as a create's request, leaves the read to the run).
+    """
     from console import oauth
 
     if not owner or not keys:
         return []
     wanted = set(keys)
     rows = [row for row in _signed_in_rows(organization_id, owner) if row.graph_item_key in wanted]
+    if not refresh and any(oauth.due(row) for row in rows):
+        raise RefreshDue
     # A refresh answers the row as it stands after its turn: None if the connection was deleted
     # meanwhile (its user disconnected), and then the row read before it must not be used either.
     refreshed = [oauth.refresh(row.pk) if oauth.due(row) else row for row in rows]
@@ -135,9 +147,14 @@ _EXTERNAL_ROWS = KeyedList(
 )
 
 
-def tokens_for(organization_id: str, owner: Owner, keys: list[str]) -> dict[str, str]:
-    """The owner's usable tokens for these graph item keys (refreshing those about to expire)."""
-    return {row.graph_item_key: row.reveal() for row in usable_rows(organization_id, owner, keys)}
+def tokens_for(
+    organization_id: str, owner: Owner, keys: list[str], *, refresh: bool = True
+) -> dict[str, str]:
+    """The owner's usable tokens for these graph item keys (refreshing those about to expire, or with
+    `refresh=False` raising RefreshDue for them)."""
+    return {
+        row.graph_item_key: row.reveal() for row in usable_rows(organization_id, owner, keys, refresh=refresh)
+    }
 
 
 def renew(organization_id: str, owner: Owner, graph_item_key: str, rejected: str) -> str | None:

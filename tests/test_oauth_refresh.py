@@ -248,3 +248,29 @@ def test_a_task_reading_the_vault_during_a_refresh_gets_nothing_of_a_connection_
     refreshing = Refreshing(server, connected, read=read, expires_in=50)
     UserToken.objects.filter(pk=connected.pk).delete()
     assert refreshing.release() == {}
+
+
+def test_a_read_that_must_not_refresh_leaves_a_due_connection_to_the_run(server, alice, connected):
+    """A create reads its run's tokens on its own thread, but never waits there for an OAuth server:
+    a connection due for a refresh makes it leave the whole read to the run, which refreshes."""
+    from tasks_app.models import Task
+    from tasks_app.runtime import runner
+
+    agent = connected_agent(connected)
+    task = Task.objects.create(
+        organization=alice.org, agent=agent, vault_member_id=alice.member.pk, status="executing"
+    )
+    loaded = runner.preload(task)
+    assert loaded is not None and loaded[4] == {"gi-oauth": connected.reveal()}
+    assert [i.key for i in loaded[2]] == ["gi-oauth"] and loaded[0] is task
+    expire(connected, server)
+    with pytest.raises(vault.RefreshDue):
+        vault.tokens_for(alice.org.id, owner(alice), ["gi-oauth"], refresh=False)
+    assert runner.preload(task) is None
+    assert server.provider.refreshes == 0  # not refreshed by the create's read
+    assert vault.tokens_for(alice.org.id, owner(alice), ["gi-oauth"]) != {"gi-oauth": connected.reveal()}
+    assert server.provider.refreshes == 1  # the run's own read refreshes it
+
+
+def connected_agent(row: UserToken):
+    return GraphItem.objects.get(key=row.graph_item_key).agent

@@ -195,3 +195,24 @@ def test_a_decrypted_secret_is_kept_with_its_row_only_while_the_row_is_unchanged
     first = item.secret_settings()
     first["headers"]["X-T"] = "changed by a caller"
     assert item.secret_settings() == {"api_key": "k", "headers": {"X-T": "v"}}
+
+
+def test_a_model_key_is_decrypted_once_per_process_and_stored_ciphertext(alice, monkeypatch):
+    from console import models
+
+    decrypted: list[str] = []
+    real = crypto.decrypt
+    monkeypatch.setattr(crypto, "decrypt", lambda token: decrypted.append(token) or real(token))
+    monkeypatch.setattr(models, "MODEL_KEYS_KEPT", 2)
+    agent = models.Agent.objects.create(organization=alice.org, name="Keyed once")
+    agent.set_model_api_key("sk-once")
+    agent.save()
+    for _ in range(3):  # each run reads the row afresh
+        assert models.Agent.objects.get(pk=agent.pk).get_model_api_key() == "sk-once"
+    assert len(decrypted) == 1
+    agent.set_model_api_key("sk-rotated")  # a new ciphertext: decrypted again
+    assert agent.get_model_api_key() == "sk-rotated" and len(decrypted) == 2
+    other = models.Agent(organization=alice.org, name="Other")
+    other.set_model_api_key("sk-other")
+    assert other.get_model_api_key() == "sk-other"
+    assert len(models._MODEL_KEYS) <= 2  # bounded

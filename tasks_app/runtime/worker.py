@@ -25,7 +25,7 @@ from tasks_app import actions, bus, dispatch
 from tasks_app.actions import retention as actions_retention
 from tasks_app.actions import signin as actions_signin
 from tasks_app.models import Status, Task
-from tasks_app.runtime.runner import SHUTDOWN, release_on_cancel, run_turn
+from tasks_app.runtime.runner import SHUTDOWN, Loaded, preload, release_on_cancel, run_turn
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ class _Seat:
         self.settled = False  # started or given back: a seat counts until then, and only once
 
     def start(self, task: Task) -> None:
-        """After the create's commit, on its thread: the run starts on the pool's loop."""
-        self._pool._seat_taken_up(self, task)
+        """After the create's commit, on its thread: what the run reads is read here (on a database
+        thread already: runner.preload), then the run starts on the pool's loop."""
+        self._pool._seat_taken_up(self, task, preload(task))
 
     def give_back(self) -> None:
         """The create failed (or never committed): the slot is free again. After start(), a no-op."""
@@ -141,7 +142,7 @@ class WorkerPool:
                 seat.settled = True
                 self._seats -= 1
 
-    def _seat_taken_up(self, seat: _Seat, task: Task) -> None:
+    def _seat_taken_up(self, seat: _Seat, task: Task, loaded: Loaded | None = None) -> None:
         """From the create's thread, after its commit: start the run on the pool's loop."""
         loop = self.loop
         if loop is None or loop.is_closed():  # the lease lapses and a reaper requeues the task
@@ -150,11 +151,11 @@ class WorkerPool:
         try:
             # Not in the create's context (the calling thread's): a request's ThreadSensitiveContext
             # ends with it, and the run's database calls would fail once the response is sent.
-            loop.call_soon_threadsafe(self._start_seated, seat, task, context=self._context.copy())
+            loop.call_soon_threadsafe(self._start_seated, seat, task, loaded, context=self._context.copy())
         except RuntimeError:  # closed meanwhile
             self._settle(seat)
 
-    def _start_seated(self, seat: _Seat, task: Task) -> None:
+    def _start_seated(self, seat: _Seat, task: Task, loaded: Loaded | None = None) -> None:
         """On the loop: run the task its create claimed for this pool (or hand it back if stopping)."""
         if task.id in self.running:  # cannot happen (only a pending task is claimed): run it once
             self._settle(seat)
@@ -166,16 +167,16 @@ class WorkerPool:
             self._handing_back.add(back)  # the loop keeps only weak references to tasks
             back.add_done_callback(self._handing_back.discard)
             return
-        self._start_run(task.id, task)
+        self._start_run(task.id, task, loaded)
         self._settle(seat)  # after the run counts in `running`: the pool is never over-committed
 
-    def _start_run(self, task_id: str, claimed: Task) -> asyncio.Task:
+    def _start_run(self, task_id: str, claimed: Task, loaded: Loaded | None = None) -> asyncio.Task:
         """Run a task claimed for this pool; it counts in `running` until its run is over.
 
         Removed by a done-callback, not by the run itself: a run cancelled before its first step
         (a stop right after the claim) never executes its body, and would hold its slot forever.
         """
-        run = asyncio.create_task(self._execute(task_id, claimed))
+        run = asyncio.create_task(self._execute(task_id, claimed, loaded))
         self.running[task_id] = run
         run.add_done_callback(lambda t: self.running.pop(task_id) if self.running.get(task_id) is t else None)
         return run
@@ -232,9 +233,9 @@ class WorkerPool:
             if len(self.running) + self._seats >= self.concurrency:
                 await asyncio.sleep(0.05)  # full: let runs finish (and seats settle) before looking again
 
-    async def _execute(self, task_id: str, claimed: Task | None = None) -> None:
+    async def _execute(self, task_id: str, claimed: Task | None = None, loaded: Loaded | None = None) -> None:
         self._ensure_lease_loop()
-        run = asyncio.create_task(run_turn(task_id, self.worker_id, claimed))
+        run = asyncio.create_task(run_turn(task_id, self.worker_id, claimed, loaded))
         try:
             await run
         except asyncio.CancelledError:
