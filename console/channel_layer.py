@@ -11,12 +11,14 @@ messages of its own channel first, so no expired message is ever delivered. A gr
 message on each member's queue in turn instead of starting a task per member (a send never waits:
 a full queue raises at once), which every committed write paid for. Expiry stays what the
 stock layer promises: a message lives `expiry` seconds (60), a membership `group_expiry` (a day);
-only their removal from memory can come up to `sweep_seconds` later. Everything else (queues,
-capacity, groups, the deep copy per receiver) is the stock layer's.
+only their removal from memory can come up to `sweep_seconds` later. A group send's last member
+gets the message itself, the others a deep copy each (see `group_send`). Everything else (queues,
+capacity, groups, a deep copy per `send`) is the stock layer's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any
@@ -43,12 +45,31 @@ class SweepingInMemoryChannelLayer(InMemoryChannelLayer):
         super()._clean_expired()
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Put the message on each member's queue: a deep copy each, as the stock layer does, but
+        for the last member, which gets the message itself. A group send hands its message over
+        (this project builds each message for one send and never touches it again), so every member
+        still holds a message no one else does; a task's one follower (the usual case) costs no copy
+        (the copies were 1 % of the server's CPU per agent run)."""
         assert isinstance(message, dict), "Message is not a dict"
         self.require_valid_group_name(group)
         self._clean_expired()
-        for channel in list(self.groups.get(group, ())):
+        members = list(self.groups.get(group, ()))
+        for i, channel in enumerate(members):
             with contextlib.suppress(ChannelFull):  # as the stock layer: a full member misses this one
-                await self.send(channel, message)
+                if i < len(members) - 1:
+                    await self.send(channel, message)
+                else:
+                    self._put(channel, message)
+
+    def _put(self, channel: str, message: dict[str, Any]) -> None:
+        """The stock layer's `send` of a message it may keep as it is (no deep copy)."""
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
+        try:
+            queue.put_nowait((time.time() + self.expiry, message))
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
 
     async def receive(self, channel: str) -> dict[str, Any]:
         self._drop_expired(channel)

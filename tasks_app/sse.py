@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from pydantic_core import PydanticSerializationError, to_json
 
 from console.access import Actor, actor_for_request, valid_keys
 from console.errors import BadRequest, TaskApiError, transient_database_error
@@ -31,9 +32,21 @@ def frame(task_id: str, organization_id: str, event: dict[str, Any]) -> str:
     """One event as an SSE frame: its envelope with the task's ids, `seq` as the frame's id."""
     payload = wire.event_json(task_id, organization_id, event)
     payload.pop("seq")
-    return (
-        f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
-    )
+    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {compact_json(payload)}\n\n"
+
+
+def compact_json(value: Any) -> str:
+    """`json.dumps(value, separators=(",", ":"))`, in Rust (pydantic-core): a third of the CPU.
+
+    The frames of a stream are its JSON: encoding them was 0.8 % of the server's CPU per agent run.
+    Text outside ASCII is written as UTF-8 (the stream's charset), not as \\u escapes; what a JSON
+    parser reads back is the same. A value pydantic-core will not encode (a lone surrogate from a
+    row written before input was checked for them) is encoded by the standard library, as before.
+    """
+    try:
+        return to_json(value).decode()
+    except (PydanticSerializationError, UnicodeDecodeError):
+        return json.dumps(value, separators=(",", ":"))
 
 
 def parse_resume_point(request: HttpRequest) -> int:

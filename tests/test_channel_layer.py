@@ -58,6 +58,26 @@ async def test_group_messages_reach_every_member_as_copies():
         await received(layer, a, timeout=0.05)
 
 
+async def test_a_group_send_hands_its_message_over_and_each_member_holds_its_own():
+    """The last member gets the message as sent (no copy: a task's one follower costs none); every
+    other member a deep copy, so no two members share anything a receiver could change."""
+    layer = SweepingInMemoryChannelLayer()
+    members = [await layer.new_channel() for _ in range(3)]
+    for channel in members:
+        await layer.group_add("task-1", channel)
+    message = {"type": "task.events", "events": [{"seq": 1, "data": {"n": 1}}]}
+    await layer.group_send("task-1", message)
+    got = [await received(layer, channel) for channel in members]
+    assert got[-1] is message
+    assert all(g == message for g in got)
+    assert len({id(g["events"][0]["data"]) for g in got}) == 3
+    alone = await layer.new_channel()
+    await layer.group_add("task-2", alone)
+    sent = {"type": "task.events", "events": []}
+    await layer.group_send("task-2", sent)
+    assert await received(layer, alone) is sent
+
+
 async def test_capacity_still_holds():
     layer = SweepingInMemoryChannelLayer(capacity=2)
     channel = await layer.new_channel()

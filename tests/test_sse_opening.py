@@ -144,3 +144,21 @@ def test_every_stream_frame_is_json_after_the_opening(alice, running):  # noqa: 
     body = "".join(sse.frame(running.id, running.organization_id, e) for e in page)
     datas = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
     assert [d["type"] for d in datas] == ["task_created", "task_updated"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"text": "plain", "n": 1, "f": 0.5, "none": None, "list": [1, "two", {"three": True}]},
+        {"text": "ünïcödé ☃ and a \u2028 line separator", "nested": {"quote": '"', "slash": "\\"}},
+        {"control": "tab\tnew\nline\x00nul", "big": 2**60, "neg": -3.25e-7},
+    ],
+)
+def test_a_frames_json_reads_back_as_the_standard_librarys(value):
+    assert json.loads(sse.compact_json(value)) == json.loads(json.dumps(value)) == value
+    assert "\n" not in sse.compact_json(value)  # one data line per frame
+
+
+def test_a_value_pydantic_core_will_not_encode_is_encoded_as_before():
+    lone = {"text": "a lone \ud800 surrogate"}
+    assert sse.compact_json(lone) == json.dumps(lone, separators=(",", ":"))
