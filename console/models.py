@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from console import crypto
+from console import crypto, memo
 
 
 def new_id() -> str:
@@ -173,32 +173,28 @@ class ModelProvider(models.TextChoices):
 
 
 class DecryptsOnce:
-    """An encrypted column's plaintext, decrypted once per model instance while the column is unchanged.
+    """An encrypted column's plaintext, decrypted once per process while its ciphertext is unchanged.
 
-    Why: an agent run reads the same secrets from several places (the masking list, the model
-    client, the endpoint check, the MCP credentials), and each read was a Fernet decryption (an HMAC
-    and an AES pass): 2 % of the server's CPU per run. The plaintext lives only as long as the
-    instance, next to the rows it came from; a changed ciphertext (a new key set, a rotation) is
-    decrypted again. It is left out of the instance's pickled state, so a copy or pickle never
-    carries a decrypted secret.
+    Why: every agent run reads its agent's and graph items' rows afresh, then the same secrets from
+    several places (the masking list, the model client, the endpoint check, the MCP credentials):
+    each read was a Fernet decryption (an HMAC and an AES pass), 3 % of the server's CPU per run.
+    Kept by ciphertext, in this process's memory only: a Fernet token is unique to one encryption,
+    so a changed secret (or a key rotation, which encrypts again) is a new entry, decrypted anew.
+    Nothing is written anywhere; the process holds FIELD_ENCRYPTION_KEYS themselves, so a reader of
+    its memory finds nothing here it could not decrypt. At most PLAINTEXTS_KEPT, the oldest dropped.
     """
 
     def decrypted(self, field: str) -> str:
         token = getattr(self, field)
-        plain = self.__dict__.setdefault("_plaintexts", {})
-        found = plain.get(field)
-        if found is None or found[0] != token:
-            found = plain[field] = (token, crypto.decrypt(token))
-        return found[1]
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()  # type: ignore[misc]
-        state.pop("_plaintexts", None)
-        return state
+        plain = _PLAINTEXTS.get(token)
+        if plain is None:
+            plain = crypto.decrypt(token)
+            memo.remember(_PLAINTEXTS, token, plain, PLAINTEXTS_KEPT)
+        return plain
 
 
-_MODEL_KEYS: dict[str, str] = {}  # an agent's stored model key (its ciphertext) -> the key
-MODEL_KEYS_KEPT = 256
+_PLAINTEXTS: dict[str, str] = {}  # a stored secret's ciphertext -> its plaintext (DecryptsOnce)
+PLAINTEXTS_KEPT = 1024
 
 
 class Agent(DecryptsOnce, models.Model):
@@ -235,22 +231,7 @@ class Agent(DecryptsOnce, models.Model):
         self.model_api_key_encrypted = crypto.encrypt(value) if value else ""
 
     def get_model_api_key(self) -> str | None:
-        """The model key, decrypted once per process and stored ciphertext (every run reads it).
-
-        Why not once per instance only: each run reads its agent's row afresh, so its first read
-        was a Fernet decryption per run (1 % of the server's CPU at c32). The runtime keeps a model
-        client per endpoint and key for the process's life, which holds the key in memory anyway.
-        """
-        token = self.model_api_key_encrypted
-        if not token:
-            return None
-        key = _MODEL_KEYS.get(token)
-        if key is None:
-            key = self.decrypted("model_api_key_encrypted")
-            if len(_MODEL_KEYS) >= MODEL_KEYS_KEPT:
-                _MODEL_KEYS.pop(next(iter(_MODEL_KEYS), None), None)
-            _MODEL_KEYS[token] = key
-        return key
+        return self.decrypted("model_api_key_encrypted") if self.model_api_key_encrypted else None
 
 
 class GraphItemType(models.TextChoices):

@@ -78,7 +78,25 @@ def main() -> None:
     if "twisted.internet.reactor" in sys.modules:  # someone installed a reactor on the old loop
         raise SystemExit("console.serve must run before Twisted's reactor is installed")
     raw_request_bodies()
+    no_second_access_log()
     command_line().entrypoint()
+
+
+def no_second_access_log() -> None:
+    """daphne's HTTP factory no longer formats Twisted's own access-log line for each request.
+
+    Why: daphne writes the access log (`--access-log`, its AccessLogGenerator); Twisted's factory
+    formats a line of its own per request too and hands it to Twisted's legacy log, which daphne's
+    logging setup does not show: 0.7 % of the server's CPU per agent run for a line nobody reads.
+    Only daphne's subclass changes; calling this twice changes nothing.
+    """
+    from daphne import http_protocol
+
+    http_protocol.HTTPFactory.log = _no_log  # type: ignore[method-assign]
+
+
+def _no_log(self: Any, request: Any) -> None:
+    """`twisted.web.http.HTTPFactory.log`, for daphne's factory: nothing (daphne logs requests)."""
 
 
 def raw_request_bodies() -> None:

@@ -73,3 +73,32 @@ def test_the_kept_models_are_bounded(openai_agent, monkeypatch):
 
     asyncio.run(build_six())
     assert len(llm._models) <= 3
+
+
+def test_runs_without_tools_of_their_own_share_a_pydantic_agent_per_model_and_instructions(
+    openai_agent, monkeypatch
+):
+    from tasks_app.runtime import runner
+
+    monkeypatch.setattr(runner, "AGENTS_KEPT", 2)
+
+    async def check() -> None:
+        model = llm.build_model(
+            Task(agent=openai_agent, organization_id=openai_agent.organization_id), openai_agent
+        )
+        first = runner._pydantic_agent(model, "Answer briefly.", [])
+        assert runner._pydantic_agent(model, "Answer briefly.", []) is first
+        assert first.model is model
+        other = runner._pydantic_agent(model, "Answer at length.", [])
+        assert other is not first
+        tool = runner._pydantic_agent(model, "Answer briefly.", [tool_fn])
+        assert tool is not first and tool is not runner._pydantic_agent(model, "Answer briefly.", [tool_fn])
+        runner._pydantic_agent(model, "A third.", [])
+        assert len(runner._agents) <= 2
+
+    asyncio.run(check())
+
+
+def tool_fn() -> str:
+    """A tool (closing over a run's task, as a sub-agent's does)."""
+    return "tool"

@@ -173,9 +173,9 @@ def test_secret_names_are_recognised_long_or_short_and_long_ones_are_not_kept():
     assert _secret_name.cache_info().currsize == 1  # only the short name is cached
 
 
-def test_a_decrypted_secret_is_kept_with_its_row_only_while_the_row_is_unchanged(alice):
+def test_a_decrypted_secret_follows_its_ciphertext_and_no_row_carries_it(alice):
     """A run reads the model key and the graph's secrets from several places: they are decrypted once
-    per instance, a changed ciphertext is decrypted again, and a pickled or copied row carries none."""
+    per ciphertext, a changed one is decrypted again, and a pickled or copied row carries none."""
     import copy
     import pickle
 
@@ -197,13 +197,13 @@ def test_a_decrypted_secret_is_kept_with_its_row_only_while_the_row_is_unchanged
     assert item.secret_settings() == {"api_key": "k", "headers": {"X-T": "v"}}
 
 
-def test_a_model_key_is_decrypted_once_per_process_and_stored_ciphertext(alice, monkeypatch):
+def test_a_secret_is_decrypted_once_per_process_and_stored_ciphertext(alice, monkeypatch):
     from console import models
 
     decrypted: list[str] = []
     real = crypto.decrypt
     monkeypatch.setattr(crypto, "decrypt", lambda token: decrypted.append(token) or real(token))
-    monkeypatch.setattr(models, "MODEL_KEYS_KEPT", 2)
+    monkeypatch.setattr(models, "PLAINTEXTS_KEPT", 2)
     agent = models.Agent.objects.create(organization=alice.org, name="Keyed once")
     agent.set_model_api_key("sk-once")
     agent.save()
@@ -215,4 +215,11 @@ def test_a_model_key_is_decrypted_once_per_process_and_stored_ciphertext(alice, 
     other = models.Agent(organization=alice.org, name="Other")
     other.set_model_api_key("sk-other")
     assert other.get_model_api_key() == "sk-other"
-    assert len(models._MODEL_KEYS) <= 2  # bounded
+    assert len(models._PLAINTEXTS) <= 2  # bounded
+    stored = crypto.encrypt_json({"api_key": "mcp-key"})
+    items = [
+        models.GraphItem(agent=agent, key="gi", type="mcp", secret_settings_encrypted=stored) for _ in "ab"
+    ]
+    before = len(decrypted)
+    assert [i.secret_settings() for i in items] == [{"api_key": "mcp-key"}] * 2
+    assert len(decrypted) == before + 1  # two rows read by two runs: one decryption

@@ -118,3 +118,24 @@ def test_a_malformed_multipart_create_gets_the_apis_json_400(daphne_server):
         )
     assert r.status_code == 400
     assert r.json()["detail"].startswith("Malformed multipart body"), r.text
+
+
+def test_twisteds_own_access_log_line_is_not_formatted_for_daphnes_requests():
+    code = (
+        "import console.serve as s; s.install_loop(); s.no_second_access_log(); s.no_second_access_log(); "
+        "from daphne import http_protocol as h; from twisted.web import http; "
+        "print(h.HTTPFactory.log is s._no_log, http.HTTPFactory.log is not s._no_log)"
+    )
+    out = run(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True True"  # daphne's factory only; Twisted's own is left alone
+
+
+@pytest.mark.live
+def test_daphnes_access_log_still_records_each_request(daphne_server):
+    account = daphne_server.account("Access Log Org", f"{uuid.uuid4().hex[:8]}@access.test")
+    marker = uuid.uuid4().hex
+    with daphne_server.client(account) as api:
+        assert api.get(f"/agents/list?marker={marker}").status_code == 200
+    log = (daphne_server.workdir / "server.log").read_text()
+    assert f'"GET /api/agents/list?marker={marker}" 200' in log

@@ -10,7 +10,7 @@ from typing import Any
 import httpx2
 from django.conf import settings
 
-from console import outbound
+from console import memo, outbound
 from console.models import Agent
 from tasks_app.models import Task
 
@@ -154,9 +154,7 @@ def build_model(task: Task, agent: Agent) -> Any:
     model = _models.get(cache_key)
     if model is None:
         model = _new_model(provider, name, client)
-        if len(_models) >= MODELS_KEPT:
-            _models.pop(next(iter(_models), None), None)
-        _models[cache_key] = model
+        memo.remember(_models, cache_key, model, MODELS_KEPT)
     return model
 
 
