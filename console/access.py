@@ -145,6 +145,15 @@ def actor_for_key(raw: str | None, *, cached: bool = True) -> Actor:
     return actor
 
 
+def recently_authenticated(raw: str | None) -> Actor | None:
+    """The Actor of an API key that authenticated within API_KEY_CACHE_SECONDS, from memory only
+    (no database read; None if it did not, or the cache is off). Not an authorization: what lasts
+    (an event stream) still reads its key; this only says the caller is worth preparing for."""
+    if not raw or settings.API_KEY_CACHE_SECONDS <= 0:
+        return None
+    return _actors.get(hash_api_key(raw.strip()))
+
+
 # What an API key's authentication reads: the key, its member and the member's user, in one row
 # (inner joins: neither foreign key may be null; a null would read as an inactive user and refuse).
 # Compiled once per thread (console/prepared.py): every event stream reads it uncached (~0.4 ms of

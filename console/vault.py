@@ -112,11 +112,12 @@ def usable_rows(
         return []
     wanted = set(keys)
     rows = [row for row in _signed_in_rows(organization_id, owner) if row.graph_item_key in wanted]
-    if not refresh and any(oauth.due(row) for row in rows):
+    due = [oauth.due(row) for row in rows]  # once: a token crossing the margin now is due for both uses
+    if not refresh and any(due):
         raise RefreshDue
     # A refresh answers the row as it stands after its turn: None if the connection was deleted
     # meanwhile (its user disconnected), and then the row read before it must not be used either.
-    refreshed = [oauth.refresh(row.pk) if oauth.due(row) else row for row in rows]
+    refreshed = [oauth.refresh(row.pk) if is_due else row for row, is_due in zip(rows, due, strict=True)]
     rows = [row for row in refreshed if row is not None]
     now = timezone.now()
     usable = [r for r in rows if not r.needs_signin and (r.expires_at is None or r.expires_at > now)]

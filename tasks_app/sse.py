@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -20,11 +21,12 @@ from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from pydantic_core import PydanticSerializationError, to_json
 
-from console.access import Actor, actor_for_request, valid_keys
+from console.access import Actor, actor_for_request, recently_authenticated, valid_keys
 from console.errors import BadRequest, TaskApiError, transient_database_error
 from tasks_app import actions, events, stream_slots, wire
 from tasks_app.rest import busy_response
 
+log = logging.getLogger(__name__)
 ACCESS_ENDED = ": access ended: the API key was revoked or its member deactivated\n\n"
 
 
@@ -79,44 +81,60 @@ _acaller_and_task = sync_to_async(_caller_and_task)
 Opening = tuple[list[events.Envelope], str]  # the log's first page after the resume point, the status
 
 
-def _opening(request: HttpRequest, task_id: str) -> tuple[Actor, str, str, int, Opening]:
-    """`_caller_and_task`, the resume point, and the log's first page after it: one trip for all.
+def _opening(request: HttpRequest, task_id: str) -> tuple[Actor, str, str, int, Callable[[], None], Opening]:
+    """`_caller_and_task`, the resume point, a stream slot and the log's first page: one trip.
 
     Called once the stream is subscribed to the task's group (events.subscribe), so the page read
-    here is the follow's first read (status first, then the log, as `events.follow` reads).
+    here is the follow's first read (status first, then the log, as `events.follow` reads). The
+    slot is taken before the log is read: a key at its limit gets its 429 without the read.
     """
     actor = actor_for_request(request, cached=False)
     row = actions.task_scope_and_progress(actor, task_id)
     after = parse_resume_point(request)  # after the checks, as in the two-step opening: the same errors
-    return (
-        actor,
-        row.id,
-        row.organization_id,
-        after,
-        events.read_after_row(row.id, after, row.status, row.last_seq),
-    )
+    release = stream_slots.slots.acquire(actor.api_key_id, settings.SSE_MAX_STREAMS_PER_KEY)
+    try:
+        first = events.read_after_row(row.id, after, row.status, row.last_seq)
+    except BaseException:
+        release()
+        raise
+    return actor, row.id, row.organization_id, after, release, first
 
 
 _aopening = sync_to_async(_opening)
 
 
+async def _subscribed_early(request: HttpRequest, task_id: str) -> events.Subscription | None:
+    """The stream's subscription, made before its caller is checked, when that is worth it: its key
+    authenticated a moment ago (from memory: `recently_authenticated`) for the organization the
+    URL names, and the id can name a group. A caller the server has not just seen costs no
+    channel-layer work before its check. A channel layer that fails here leaves the stream to the
+    two-step opening (which reports the layer's trouble as it always did)."""
+    actor = recently_authenticated(request.headers.get("x-api-key"))
+    if actor is None or not events.subscribable(task_id):
+        return None
+    url_org = getattr(request, "url_organization_id", None)
+    if url_org is not None and url_org != actor.organization_id:
+        return None
+    try:
+        return await events.subscribe(task_id)
+    except Exception:
+        log.warning("subscribing a stream early failed; it opens in two steps", exc_info=True)
+        return None
+
+
 async def task_events(request: HttpRequest, task_id: str) -> HttpResponse:
-    """A task's event stream. With a key to check and a task id that can name a group, the stream
-    subscribes first, then checks its caller, the task and reads the log's first page in one call on
-    the request's thread (one hop, one row read, where subscribing after the check took two)."""
-    subscription = (
-        await events.subscribe(task_id)
-        if request.headers.get("x-api-key") and events.subscribable(task_id)
-        else None
-    )
+    """A task's event stream. A caller just seen subscribes first, then its key, the task and the
+    log's first page are read in one call on the request's thread (one hop and one row read, where
+    the two-step opening takes two of each: check, then subscribe and read)."""
+    subscription = await _subscribed_early(request, task_id)
     first_read: Opening | None = None
     try:
         if subscription is not None:
-            actor, task_id, organization_id, after, first_read = await _aopening(request, task_id)
+            actor, task_id, organization_id, after, release, first_read = await _aopening(request, task_id)
         else:
             actor, task_id, organization_id = await _acaller_and_task(request, task_id)
             after = parse_resume_point(request)
-        release = stream_slots.slots.acquire(actor.api_key_id, settings.SSE_MAX_STREAMS_PER_KEY)
+            release = stream_slots.slots.acquire(actor.api_key_id, settings.SSE_MAX_STREAMS_PER_KEY)
     except TaskApiError as exc:
         await _unsubscribe(subscription)
         return JsonResponse(exc.to_json(), status=exc.status_code)

@@ -31,6 +31,12 @@ def api():
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=handler), base_url="http://127.0.0.1")
 
 
+async def seen(client: httpx.AsyncClient, key: str) -> None:
+    """An API call with the key, so it is among the recently authenticated (what lets a stream
+    subscribe before its check)."""
+    assert (await client.get("/api/agents/list", headers={"x-api-key": key})).status_code == 200
+
+
 def members(task_id: str) -> set:
     return set(get_channel_layer().groups.get(bus.group_name(task_id), {}))
 
@@ -56,6 +62,8 @@ def read_thread_calls(monkeypatch) -> list[str]:
 async def test_a_stream_opens_in_one_call_on_its_thread(alice, running, api, hops, read_thread_calls):  # noqa: F811
     await update(alice, running, status="completed", result="done")
     async with api as client:
+        await seen(client, alice.key)
+        hops.clear()
         r = await client.get(f"/api/agent-execution/{running.id}/events", headers={"x-api-key": alice.key})
     assert r.status_code == 200
     assert ids(r.text) == [1, 2, 3, 4]  # created, updated; then updated, finished
@@ -67,9 +75,27 @@ async def test_a_stream_opens_in_one_call_on_its_thread(alice, running, api, hop
     assert not members(running.id)
 
 
+async def test_a_caller_not_seen_just_before_opens_in_two_steps_with_the_same_stream(
+    alice,
+    running,  # noqa: F811
+    api,
+    hops,  # noqa: F811
+    read_thread_calls,
+):
+    """A key the server has not just authenticated costs no channel-layer work before its check:
+    the stream checks it, then subscribes and reads (the two-step opening), and streams the same."""
+    await update(alice, running, status="completed", result="done")
+    async with api as client:
+        r = await client.get(f"/api/agent-execution/{running.id}/events", headers={"x-api-key": alice.key})
+    assert ids(r.text) == [1, 2, 3, 4]
+    assert len(hops) == 1 and len(read_thread_calls) == 1, (hops, read_thread_calls)
+    assert not members(running.id)
+
+
 async def test_a_stream_resumes_after_its_last_event_id_from_the_same_call(alice, running, api):  # noqa: F811
     await update(alice, running, status="completed", result="done")
     async with api as client:
+        await seen(client, alice.key)
         r = await client.get(
             f"/api/agent-execution/{running.id}/events",
             headers={"x-api-key": alice.key, "Last-Event-ID": "2"},
@@ -103,6 +129,7 @@ async def test_the_follow_takes_over_a_subscription_made_before_its_first_read(a
 async def test_a_refused_stream_leaves_no_subscription(alice, running, api, headers, status):  # noqa: F811
     headers = {"x-api-key": alice.key, **headers}
     async with api as client:
+        await seen(client, alice.key)  # the refusals of a caller just seen go through the early path
         r = await client.get(f"/api/agent-execution/{running.id}/events", headers=headers)
     assert r.status_code == status, r.text
     assert r.json()["detail"]
@@ -111,9 +138,33 @@ async def test_a_refused_stream_leaves_no_subscription(alice, running, api, head
 
 async def test_another_organizations_stream_is_a_404_and_leaves_no_subscription(alice, charlie, running, api):  # noqa: F811
     async with api as client:
+        await seen(client, charlie.key)
         r = await client.get(f"/api/agent-execution/{running.id}/events", headers={"x-api-key": charlie.key})
     assert r.status_code == 404
     assert not members(running.id)
+
+
+async def test_a_well_formed_id_of_no_task_is_a_404_and_leaves_no_subscription(alice, api):
+    async with api as client:
+        await seen(client, alice.key)
+        r = await client.get("/api/agent-execution/nosuchtask/events", headers={"x-api-key": alice.key})
+    assert r.status_code == 404 and "not found" in r.json()["detail"]
+    assert not members("nosuchtask")
+
+
+async def test_a_key_at_its_stream_limit_gets_its_429_before_the_log_is_read(
+    alice,
+    running,  # noqa: F811
+    api,
+    settings,
+    read_thread_calls,
+):
+    settings.SSE_MAX_STREAMS_PER_KEY = 0
+    async with api as client:
+        await seen(client, alice.key)
+        r = await client.get(f"/api/agent-execution/{running.id}/events", headers={"x-api-key": alice.key})
+    assert r.status_code == 429 and "open event streams" in r.json()["detail"]
+    assert read_thread_calls == [] and not members(running.id)
 
 
 @pytest.mark.parametrize("task_id", ["no such task", "%E2%9C%93", "x" * 200])
@@ -124,7 +175,9 @@ async def test_a_task_id_that_names_no_task_is_a_404(alice, api, task_id):
     assert "not found" in r.json()["detail"]
 
 
-async def test_a_stream_dropped_before_its_first_read_leaves_its_group(alice, running):  # noqa: F811
+async def test_a_stream_dropped_before_its_first_read_leaves_its_group(alice, running, api):  # noqa: F811
+    async with api as client:
+        await seen(client, alice.key)
     request = RequestFactory().get(f"/api/agent-execution/{running.id}/events", HTTP_X_API_KEY=alice.key)
     response = await sse.task_events(request, running.id)
     assert response.status_code == 200 and members(running.id)
