@@ -263,7 +263,7 @@ def _pydantic_agent(model: Any, instructions: str, tools: list[Any]) -> Any:
         return PaiAgent(model, instructions=instructions, tools=tools)
     key = (id(model), instructions)  # the Agent holds its model: the id names it while the entry lives
     found = _agents.get(key)
-    if found is None or found.model is not model:
+    if found is None:
         found = PaiAgent(model, instructions=instructions)
         memo.remember(_agents, key, found, AGENTS_KEPT)
     return found
