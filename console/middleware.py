@@ -58,6 +58,8 @@ def normalise(request: HttpRequest) -> None:
 def _has_nul(request: HttpRequest) -> bool:
     if "\x00" in request.path_info:
         return True
+    if not request.META.get("QUERY_STRING"):  # most API calls: no QueryDict to build
+        return False
     return any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists())
 
 

@@ -266,7 +266,27 @@ def get_token_response(
 
 
 def tokens_of(task: Any) -> list[str]:
-    """The vault tokens a task's owner holds for its agent's MCP items (to mask them in what it writes)."""
-    keys = list(task.agent.graph_items.filter(type="mcp").values_list("key", flat=True))
-    rows = owner_of(task).rows(task.organization_id).filter(graph_item_key__in=keys)
-    return [row.reveal() for row in rows]  # expired ones too: they are still secrets
+    """The vault tokens a task's owner holds for its agent's MCP items (to mask them in what it writes).
+
+    The owner's rows are read first, compiled (every push of an external worker masks with these):
+    a task with no owner, or an owner with no connection, costs no query for the agent's graph.
+    """
+    owner = owner_of(task)
+    if not owner:
+        return []
+    if owner.member_id is not None:
+        rows = _MEMBER_ALL_ROWS.all(task.organization_id, owner.member_id)
+    else:
+        rows = _EXTERNAL_ALL_ROWS.all(task.organization_id, owner.external_id)
+    if not rows:
+        return []
+    keys = set(GraphItem.objects.filter(agent_id=task.agent_id, type="mcp").values_list("key", flat=True))
+    return [row.reveal() for row in rows if row.graph_item_key in keys]  # expired ones too: still secrets
+
+
+_MEMBER_ALL_ROWS = KeyedList(
+    UserToken, lambda org, member_id: Owner(member_id=member_id).rows(org), (str, int)
+)
+_EXTERNAL_ALL_ROWS = KeyedList(
+    UserToken, lambda org, external_id: Owner(external_id=external_id).rows(org), (str, str)
+)

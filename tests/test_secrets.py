@@ -237,3 +237,36 @@ def test_the_decrypted_secrets_kept_are_bounded(alice, monkeypatch):
         agent.set_model_api_key(f"sk-{i}")
         assert agent.get_model_api_key() == f"sk-{i}"
     assert len(models._PLAINTEXTS) <= 2
+
+
+def test_a_push_masks_the_vault_tokens_of_the_tasks_user_for_its_agent(alice):
+    """A task that brings no tokens still masks what its user's vault holds for its agent's MCP
+    servers (console.vault.tokens_of): the token given once by an earlier task of the same user."""
+    from console.models import UserToken
+
+    graph = [{"id": "gi-github", "type": "mcp", "name": "GitHub",
+              "settings": {"mcp_settings": {"url": "http://127.0.0.1:9/mcp", "transport": "streamable-http"}}}]  # fmt: skip
+    r = alice.post("/api/v1/agents", {"name": "Vaulted worker", "framework": "external", "graph": graph})
+    assert r.status_code == 201, r.content
+    agent_id = r.json()["id"]
+    user = {"id": "end-user-7", "email": "seven@example.com"}
+
+    def create(**extra: object) -> dict:
+        r = alice.post(f"/api/agent-execution/{agent_id}", {"input": {"text": "hi", "user": user}, **extra})
+        assert r.status_code == 200, r.content
+        return r.json()
+
+    create(user_tokens={"gi-github": TOKEN})
+    held = UserToken.objects.get(external_user_id="end-user-7")
+    assert held.graph_item_key == "gi-github" and TOKEN not in held.token_encrypted
+    bare = create()
+    assert task_user_tokens(Task.objects.get(pk=bare["id"])) == {}  # only the vault knows the token
+    r = alice.post(
+        f"/api/agent-execution/{bare['id']}/events/push",
+        [{"type": "chunk", "data": f"the token is {TOKEN}"}, {"type": "think", "data": TOKEN}],
+    )
+    assert r.status_code == 200, r.content
+    assert TOKEN not in everything_stored(bare["id"])
+    stranger = alice.post(f"/api/agent-execution/{agent_id}", {"input": {"text": "hi"}}).json()
+    alice.post(f"/api/agent-execution/{stranger['id']}/events/push", [{"type": "chunk", "data": "plain"}])
+    assert TaskEvent.objects.filter(task_id=stranger["id"], type="chunk").get().data == "plain"
