@@ -213,7 +213,7 @@ def update_task(request: HttpRequest, id: str) -> HttpResponse:
     full_dump = bool(FULL_DUMP_MARKERS & set(raw))
     fields = {k for k in raw if k in UPDATE_SPARSE_KEYS}
     task = actions.update_task(request.auth, id, data, fields=fields, full_dump=full_dump)
-    return _task_response(task)
+    return JsonResponse(actions.answer_json(task))
 
 
 @router.delete("/agent-execution/{id}", response=doc.responses(doc.TaskOut, 403, 409))

@@ -245,3 +245,29 @@ def test_it_requires_an_api_key(alice, task_of):
     )
     assert r.status_code == 401
     assert r["Content-Type"].startswith("application/json")
+
+
+def test_an_update_answers_with_the_sub_tasks_its_snapshot_read(alice, task_of):
+    """The response reuses the sub-tasks the update's own snapshot read (rows.answer_json): they are
+    the ones the status read and the task_finished event give, and an update that wrote no
+    snapshot reads them itself."""
+    parent = task_of("orchestrate")
+    row = Task.objects.get(pk=parent["id"])
+    children = [Task.objects.create(organization_id=row.organization_id, agent_id=row.agent_id, parent=row)]
+    quiet = alice.patch(
+        f"/api/agent-execution/{parent['id']}/update", {"title": ""}
+    )  # no change, no snapshot
+    assert quiet.json()["sub_executions"] == [children[0].id]
+    children.append(
+        Task.objects.create(organization_id=row.organization_id, agent_id=row.agent_id, parent=row)
+    )
+    r = alice.patch(f"/api/agent-execution/{parent['id']}/update", {"status": "completed", "result": "R"})
+    assert r.status_code == 200, r.content
+    ids = [c.id for c in sorted(children, key=lambda c: c.created_at)]
+    assert r.json()["sub_executions"] == ids
+    assert alice.get(f"/api/agent-execution/{parent['id']}/status").json()["sub_executions"] == ids
+    finished = TaskEvent.objects.get(task_id=parent["id"], type="task_finished").data
+    assert finished["sub_executions"] == ids
+    assert {k: v for k, v in r.json().items() if k != "tokens"} == {
+        k: v for k, v in finished.items() if k != "tokens"
+    }

@@ -42,7 +42,7 @@ from tasks_app.actions.reports import (
     record_metrics,
     report_external_task,
 )
-from tasks_app.actions.rows import _finish, _locked_task, _save, _snapshot, _task_for_update
+from tasks_app.actions.rows import _finish, _locked_task, _save, _snapshot, _task_for_update, answer_json
 from tasks_app.actions.runs import (
     aclaim_task,
     afinish_task,
@@ -80,6 +80,7 @@ __all__ = [
     "activity_entries",
     "afinish_task",
     "aforce_stop",
+    "answer_json",
     "arecord_progress",
     "arelease_task",
     "arequeue_expired",

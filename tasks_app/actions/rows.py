@@ -93,7 +93,19 @@ def _save(task: Task, *fields: str) -> None:
 
 
 def _snapshot(task: Task) -> dict[str, Any]:
-    return wire.task_json(task)
+    snapshot = wire.task_json(task)
+    task.__dict__["_snapshot_sub_executions"] = snapshot["sub_executions"]
+    return snapshot
+
+
+def answer_json(task: Task) -> dict[str, Any]:
+    """The Task JSON a write's response answers with, right after the write returned.
+
+    The sub-tasks its last snapshot read are reused: only a run makes sub-tasks, never a request's
+    write, so they cannot have changed since (an update's finish read them; this saves the second
+    query, a tenth of an update's CPU).
+    """
+    return wire.task_json(task, sub_executions=task.__dict__.get("_snapshot_sub_executions"))
 
 
 def _finish(
