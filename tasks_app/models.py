@@ -159,7 +159,7 @@ class Task(models.Model):
             refusal = f"Task {self.id} is already {self.status}; it cannot become {requested}"
         elif requested == Status.PENDING and full_dump:
             return None  # a stale copy cannot rewind a run
-        elif self.agent.framework == Framework.BUILTIN and requested not in TERMINAL_STATUSES:
+        elif requested not in TERMINAL_STATUSES and self.agent.framework == Framework.BUILTIN:
             refusal = (
                 f"Task {self.id} is run by the server; it can be finished or stopped, not set {requested}"
             )

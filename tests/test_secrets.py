@@ -270,3 +270,25 @@ def test_a_push_masks_the_vault_tokens_of_the_tasks_user_for_its_agent(alice):
     stranger = alice.post(f"/api/agent-execution/{agent_id}", {"input": {"text": "hi"}}).json()
     alice.post(f"/api/agent-execution/{stranger['id']}/events/push", [{"type": "chunk", "data": "plain"}])
     assert TaskEvent.objects.filter(task_id=stranger["id"], type="chunk").get().data == "plain"
+
+
+def test_a_push_masks_the_vault_tokens_of_the_member_it_runs_for(alice, bob):
+    """The member branch of console.vault.tokens_of: a task for a member (by vault id) masks what
+    the member's vault holds for the agent's MCP servers."""
+    from console import vault
+
+    graph = [{"id": "gi-linear", "type": "mcp", "name": "Linear",
+              "settings": {"mcp_settings": {"url": "http://127.0.0.1:9/mcp", "transport": "streamable-http"}}}]  # fmt: skip
+    r = alice.post("/api/v1/agents", {"name": "Member worker", "framework": "external", "graph": graph})
+    assert r.status_code == 201, r.content
+    agent_id = r.json()["id"]
+    vault.store(bob.org.id, vault.Owner(member_id=bob.member.pk), "gi-linear", OAUTH, source="console")
+    user = {"id": bob.member.vault_id, "email": "bob@example.com"}
+    r = bob.post(f"/api/agent-execution/{agent_id}", {"input": {"text": "hi", "user": user}})
+    assert r.status_code == 200, r.content
+    task = Task.objects.get(pk=r.json()["id"])
+    assert task.vault_member_id == bob.member.pk
+    r = bob.post(f"/api/agent-execution/{task.id}/events/push", [{"type": "chunk", "data": f"got {OAUTH}"}])
+    assert r.status_code == 200, r.content
+    assert OAUTH not in everything_stored(task.id)
+    assert TaskEvent.objects.get(task_id=task.id, type="chunk").data == "got REDACTED"

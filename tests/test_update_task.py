@@ -271,3 +271,18 @@ def test_an_update_answers_with_the_sub_tasks_its_snapshot_read(alice, task_of):
     assert {k: v for k, v in r.json().items() if k != "tokens"} == {
         k: v for k, v in finished.items() if k != "tokens"
     }
+
+
+def test_finishing_an_external_task_reads_neither_its_agent_nor_its_sub_tasks_twice(alice, task_of):
+    """A worker's final update reads the task row alone (its agent only matters for a status that is
+    not final) and reads the sub-tasks once, for the snapshot its response reuses."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    task = task_of()
+    with CaptureQueriesContext(connection) as ctx:
+        r = alice.patch(f"/api/agent-execution/{task['id']}/update", {"status": "completed", "result": "R"})
+    assert r.status_code == 200, r.content
+    sql = [q["sql"] for q in ctx.captured_queries]
+    assert not [s for s in sql if 'FROM "console_agent"' in s], sql
+    assert len([s for s in sql if 'WHERE "tasks_app_task"."parent_id"' in s]) == 1, sql

@@ -27,8 +27,8 @@ def _locked_task(actor: Actor, task_id: str) -> Task:
 
     The task's row alone, its SQL compiled once per thread: every push, update and stop of an
     external worker starts here, and building this query through the ORM (with a join to its agent)
-    was a fifth of a push's CPU. The few callers that need the agent (a stop reads its framework)
-    load it through `task.agent`.
+    was a fifth of a push's CPU. The few callers that need the agent load it through `task.agent`:
+    a stop of a running task, and an update to a status that is not final (`status_for_update`).
     """
     try:
         return _LOCKED_TASK.get(task_id, actor.organization_id)
@@ -99,13 +99,14 @@ def _snapshot(task: Task) -> dict[str, Any]:
 
 
 def answer_json(task: Task) -> dict[str, Any]:
-    """The Task JSON a write's response answers with, right after the write returned.
+    """The Task JSON a request's write answers with, right after the write returned.
 
     The sub-tasks its last snapshot read are reused: only a run makes sub-tasks, never a request's
     write, so they cannot have changed since (an update's finish read them; this saves the second
-    query, a tenth of an update's CPU).
+    query, a tenth of an update's CPU). They are taken, not kept: a later call on the same object
+    reads them again.
     """
-    return wire.task_json(task, sub_executions=task.__dict__.get("_snapshot_sub_executions"))
+    return wire.task_json(task, sub_executions=task.__dict__.pop("_snapshot_sub_executions", None))
 
 
 def _finish(
