@@ -1010,6 +1010,39 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+async def stoppable(coro: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Run `coro`, cancelled by SIGTERM or SIGHUP as Ctrl-C cancels it: its `finally` blocks stop
+    every server it started, and the process then exits with 128 + the signal's number.
+
+    Why: by default SIGTERM (a `kill`, a CI job's timeout, a closed terminal's SIGHUP) ends the process
+    at once, leaving LangGraph's server, our daphne processes and the scaled-out deployment's worker
+    and private database behind, each holding its port and memory.
+    """
+    loop = asyncio.get_running_loop()
+    run = asyncio.ensure_future(coro)
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        run.cancel()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await run
+    except asyncio.CancelledError:
+        if received:
+            print(f"-- stopped by signal {received[0]}; servers stopped", file=sys.stderr, flush=True)
+            raise SystemExit(128 + received[0]) from None
+        raise
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1040,7 +1073,7 @@ def main() -> None:
     if args.table:
         print_table(verdicts(json.loads(Path(args.table).read_text())))
         return
-    res = asyncio.run(main_async(args))
+    res = asyncio.run(stoppable(main_async(args)))
     failed = failures(res)
     for line in failed:
         print(f"FAILED {line}", file=sys.stderr)
