@@ -157,3 +157,34 @@ def test_only_a_lock_or_a_lost_connection_is_worth_a_retry():
     assert transient_database_error(Exception("connection to server at 127.0.0.1 failed"))
     assert not transient_database_error(Exception("no such table: tasks_app_task"))
     assert not transient_database_error(Exception("disk I/O error"))
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the very case
+def test_a_forked_child_starts_with_an_open_gate():
+    """A turn held by another thread of the parent is never given back in a child (it has only the
+    forking thread): the child's gate is reset at fork, so its first write does not wait it out."""
+    import os
+
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        assert WRITE_GATE.acquire(1)
+        held.set()
+        release.wait(10)
+        WRITE_GATE.release()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: exit at once with what it found, running nothing of pytest's
+            took = WRITE_GATE.acquire(0.5)
+            os._exit(0 if took else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join(5)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert WRITE_GATE.acquire(1)  # the parent's own gate was left as it was, and is free again
+    WRITE_GATE.release()

@@ -15,6 +15,7 @@ file still meet only SQLite's own lock.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 
@@ -25,6 +26,9 @@ class FairGate:
     """A lock handed to its waiters in the order they came (a thread that just left queues anew)."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._mutex = threading.Lock()
         self._waiters: deque[threading.Lock] = deque()
         self._held = False
@@ -57,6 +61,10 @@ class FairGate:
 
 
 WRITE_GATE = FairGate()
+# A forked child has only the thread that forked: a turn held or awaited by any other thread of the
+# parent (its mutex too) would never be given back there, and the child's first write would wait
+# out its timeout. The child starts with an open gate.
+os.register_at_fork(after_in_child=WRITE_GATE._reset)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
