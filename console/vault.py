@@ -127,24 +127,25 @@ def usable_rows(
 
 
 def _signed_in_rows(organization_id: str, owner: Owner) -> list[UserToken]:
-    """`owner.rows(organization_id).filter(needs_signin=False)`, compiled once per thread: every run
-    of an agent with an MCP server reads its owner's connections (the ORM's query building was 2 % of
-    the server's CPU per run). An owner has a row per graph item key at most: all are read, and the
-    caller keeps those it asks for."""
+    """`owner.rows(organization_id).filter(needs_signin=False)`, from `_owner_rows`."""
+    return [row for row in _owner_rows(organization_id, owner) if not row.needs_signin]
+
+
+def _owner_rows(organization_id: str, owner: Owner) -> list[UserToken]:
+    """`owner.rows(organization_id)`, compiled once per thread: every run of an agent with an MCP
+    server reads its owner's connections, and every push of an external worker masks with them (the
+    ORM's query building was 2 % of the server's CPU per run). An owner has a row per graph item key
+    at most: all are read, and the caller keeps those it asks for."""
+    if not owner:
+        return []
     if owner.member_id is not None:
         return _MEMBER_ROWS.all(organization_id, owner.member_id)
     return _EXTERNAL_ROWS.all(organization_id, owner.external_id)
 
 
-_MEMBER_ROWS = KeyedList(
-    UserToken,
-    lambda org, member_id: Owner(member_id=member_id).rows(org).filter(needs_signin=False),
-    (str, int),
-)
+_MEMBER_ROWS = KeyedList(UserToken, lambda org, member_id: Owner(member_id=member_id).rows(org), (str, int))
 _EXTERNAL_ROWS = KeyedList(
-    UserToken,
-    lambda org, external_id: Owner(external_id=external_id).rows(org).filter(needs_signin=False),
-    (str, str),
+    UserToken, lambda org, external_id: Owner(external_id=external_id).rows(org), (str, str)
 )
 
 
@@ -268,25 +269,11 @@ def get_token_response(
 def tokens_of(task: Any) -> list[str]:
     """The vault tokens a task's owner holds for its agent's MCP items (to mask them in what it writes).
 
-    The owner's rows are read first, compiled (every push of an external worker masks with these):
-    a task with no owner, or an owner with no connection, costs no query for the agent's graph.
+    The owner's rows are read first: a task with no owner, or an owner with no connection, costs no
+    query for the agent's graph.
     """
-    owner = owner_of(task)
-    if not owner:
-        return []
-    if owner.member_id is not None:
-        rows = _MEMBER_ALL_ROWS.all(task.organization_id, owner.member_id)
-    else:
-        rows = _EXTERNAL_ALL_ROWS.all(task.organization_id, owner.external_id)
+    rows = _owner_rows(task.organization_id, owner_of(task))
     if not rows:
         return []
     keys = set(GraphItem.objects.filter(agent_id=task.agent_id, type="mcp").values_list("key", flat=True))
     return [row.reveal() for row in rows if row.graph_item_key in keys]  # expired ones too: still secrets
-
-
-_MEMBER_ALL_ROWS = KeyedList(
-    UserToken, lambda org, member_id: Owner(member_id=member_id).rows(org), (str, int)
-)
-_EXTERNAL_ALL_ROWS = KeyedList(
-    UserToken, lambda org, external_id: Owner(external_id=external_id).rows(org), (str, str)
-)

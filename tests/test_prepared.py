@@ -795,3 +795,6 @@ def test_the_vaults_read_of_an_owners_rows_is_the_owners_rows(keys):
             r.pk for r in owner.rows(org).filter(needs_signin=False)
         ]
     assert [r.graph_item_key for r in vault._signed_in_rows(org, member)] == ["a"]
+    for owner in (member, outsider, vault.Owner(external_id="nobody-here"), vault.NOBODY):
+        assert sorted(r.pk for r in vault._owner_rows(org, owner)) == sorted(r.pk for r in owner.rows(org))
+    assert sorted(r.graph_item_key for r in vault._owner_rows(org, member)) == ["a", "b"]
