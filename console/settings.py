@@ -102,9 +102,12 @@ def _database_from_url(url: str) -> dict:
         config["NAME"] = config["NAME"] or "postgres"
         config["PORT"] = str(config.get("PORT") or "")
         config.setdefault("OPTIONS", {})
-        # Kept between requests on the web process's request threads only when asked: each of
-        # WEB_DB_CONNECTIONS threads (per process) would hold one, against the server's max_connections.
-        config["CONN_MAX_AGE"] = _env_int("DB_CONN_MAX_AGE", 0)
+        # Kept between requests on the web process's request threads (health-checked before reuse):
+        # a new connection per request forked a server process each time, which made the scaled-out
+        # deployment spend ~30 % more CPU per agent run across the machine and complete ~25 % fewer
+        # runs (docs/benchmarks.md). Each of WEB_DB_CONNECTIONS threads (per process) may so hold one
+        # while idle, within the budget docs/deploy.md gives against max_connections; 0 closes it.
+        config["CONN_MAX_AGE"] = _env_int("DB_CONN_MAX_AGE", 600)
         config["CONN_HEALTH_CHECKS"] = True
         config["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="") or None}
         return config
