@@ -186,3 +186,64 @@ def test_a_finish_stores_the_runs_last_events_with_its_own_in_one_insert(alice, 
     stored = list(TaskEvent.objects.filter(task_id=task["id"]).order_by("seq").values_list("seq", "type"))
     assert stored[-3:] == [(3, "chunk"), (4, "task_updated"), (5, "task_finished")]
     assert Task.objects.get(pk=task["id"]).last_seq == 5
+
+
+def _events(task_id: str) -> list[tuple[int, str]]:
+    return list(TaskEvent.objects.filter(task_id=task_id).order_by("seq").values_list("seq", "type"))
+
+
+def test_a_task_is_claimed_once_and_a_task_not_pending_not_at_all(alice, builtin_agent):
+    """A claim of a claimed, stop-requested, finished or unknown task claims nothing and writes nothing."""
+    from django.utils import timezone
+
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    first = actions.claim_task(task["id"], "w1", 30)
+    assert (first.status, first.lease_owner, first.attempts, first.last_seq) == ("executing", "w1", 1, 2)
+    assert first.agent.pk == builtin_agent.pk
+    row, events = Task.objects.values().get(pk=task["id"]), _events(task["id"])
+    assert events == [(1, "task_created"), (2, "task_updated")]
+    assert actions.claim_task(task["id"], "w2", 30) is None
+    assert (Task.objects.values().get(pk=task["id"]), _events(task["id"])) == (row, events)
+
+    asked = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("stop me")).json()
+    Task.objects.filter(pk=asked["id"]).update(stop_requested_at=timezone.now())
+    row = Task.objects.values().get(pk=asked["id"])
+    assert actions.claim_task(asked["id"], "w1", 30) is None
+    assert (Task.objects.values().get(pk=asked["id"]), _events(asked["id"])) == (row, [(1, "task_created")])
+
+    actions.finish_task(task["id"], "completed", "ok", worker_id="w1")
+    row, events = Task.objects.values().get(pk=task["id"]), _events(task["id"])
+    assert actions.claim_task(task["id"], "w1", 30) is None
+    assert (Task.objects.values().get(pk=task["id"]), _events(task["id"])) == (row, events)
+    assert actions.claim_task("no-such-task", "w1", 30) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_claims_at_once_claim_the_task_once(alice, builtin_agent):
+    """Two workers claim one task at the same moment (the broker delivered it twice): one run gets it,
+    its claim event is written once, and the other claim returns None."""
+    import threading
+
+    from django.db import connections
+
+    task = alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body("go")).json()
+    start = threading.Barrier(2)
+    got: dict[str, Task | None] = {}
+
+    def claim(worker: str) -> None:
+        try:
+            start.wait()
+            got[worker] = actions.claim_task(task["id"], worker, 30)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=claim, args=(w,)) for w in ("w1", "w2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    winners = [w for w, claimed in got.items() if claimed is not None]
+    assert len(got) == 2 and len(winners) == 1
+    row = Task.objects.get(pk=task["id"])
+    assert (row.status, row.lease_owner, row.attempts, row.last_seq) == ("executing", winners[0], 1, 2)
+    assert _events(task["id"]) == [(1, "task_created"), (2, "task_updated")]

@@ -26,6 +26,14 @@ _AGENT = KeyedRead(
 )
 
 
+def task_agent(task: Task) -> Agent:
+    """The agent of `task` as `task.agent` loads it, with the compiled read every create uses.
+
+    For the runtime's claim, which reads the task's row alone (locked) and then its agent.
+    """
+    return _AGENT.get(task.agent_id, task.organization_id)
+
+
 def get_task(actor: Actor, task_id: str) -> Task:
     try:
         return Task.objects.select_related("agent").get(pk=task_id, organization_id=actor.organization_id)

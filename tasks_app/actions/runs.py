@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from console.models import Framework
@@ -20,6 +19,7 @@ from tasks_app.actions.log import (
     _store_events,
     _task_secrets,
 )
+from tasks_app.actions.reads import task_agent
 from tasks_app.actions.rows import (
     TASK_ROW,
     _claim_columns,
@@ -40,27 +40,31 @@ from tasks_app.models import (
 
 @_action
 def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | None:
-    """Claim a pending task with a conditional UPDATE; None when someone else got it first.
+    """Claim a pending task; None when it is not there to claim (claimed, stopped or finished).
 
     The claimed task comes back with its agent loaded, as the run needs them (runner.run_turn).
+    The row is read locked, checked and written back, each statement compiled once per thread
+    (console.prepared): built through the ORM per claim (a conditional UPDATE, then a read joined
+    with the agent), the claim was an eighth of a Celery worker's CPU per run. The lock makes the
+    check and the write one step: a second claimer waits for the first to commit, then reads the task
+    executing and claims nothing (SQLite: a writer's transaction holds the write lock from its start).
     """
     with transaction.atomic():
-        claimed = Task.objects.filter(
-            pk=task_id, status=Status.PENDING, stop_requested_at__isnull=True
-        ).update(
-            **_claim_columns(worker_id, lease_seconds),
-            attempts=F("attempts") + 1,
-            last_seq=F("last_seq") + 1,  # the seq of the task_updated below: no second UPDATE
-        )
-        if not claimed:
+        try:
+            task = _task_row_for_update(task_id)
+        except Task.DoesNotExist:
             return None
-        # With its agent: the run starts from this object and reads neither row again.
-        task = Task.objects.select_for_update(of=("self",)).select_related("agent").get(pk=task_id)
+        if task.status != Status.PENDING or task.stop_requested_at is not None:
+            return None
+        claim = {**_claim_columns(worker_id, lease_seconds), "attempts": task.attempts + 1}
+        for column, value in claim.items():
+            setattr(task, column, value)
+        task.agent = task_agent(task)  # the run starts from this object and reads neither row again
         if task.turns == 1 and task.attempts == 1:  # its first run is only starting: no sub-task yet
             task.mark_no_sub_tasks()
-        task.last_seq -= 1  # appended as the seq the claim reserved
         _store_events(task, [("task_updated", _snapshot(task))])
         task.forget_no_sub_tasks()  # the run goes on with this object and may delegate
+        TASK_ROW.set(task.id, {**claim, "last_seq": task.last_seq})
     return task
 
 
