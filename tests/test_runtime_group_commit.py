@@ -89,3 +89,39 @@ def test_a_pool_renews_its_leases_in_one_statement_and_learns_the_runs_it_lost(t
     assert leases[kept] > soon  # renewed
     assert leases[other] < soon and leases[taken] < soon  # another worker's leases are not touched
     assert Task.objects.get(pk=stopped).lease_expires_at is None or leases[stopped] < soon
+
+
+def _savepoints(queries: list[dict]) -> int:
+    return sum(1 for q in queries if q["sql"].startswith("SAVEPOINT"))
+
+
+@pytest.mark.django_db
+def test_a_grouped_write_runs_in_the_one_savepoint_the_group_gives_it(task_of):
+    """In the group's transaction a claim, a progress batch and a finish each open one savepoint (the
+    group's, which a failure rolls back to), not a second one of their own; called on their own they
+    still open theirs."""
+    from types import SimpleNamespace
+
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks_app.actions import log
+
+    task_id = task_of("grouped")["id"]
+    writes = [
+        (actions.claim_task.__wrapped__, (task_id, "w1", 30), {}),
+        (actions.record_progress.__wrapped__, (task_id,), {"events": [("chunk", "a")], "worker_id": "w1"}),
+        (actions.finish_task.__wrapped__, (task_id, "completed", "done"), {"worker_id": "w1"}),
+    ]
+    for fn, args, kwargs in writes:
+        item = SimpleNamespace(fn=fn, args=args, kwargs=kwargs, outbox=[], result=None, error=None)
+        with transaction.atomic(), CaptureQueriesContext(connection) as ctx:  # the group's transaction
+            log._apply(item)
+        assert item.error is None and item.result and item.outbox, fn.__name__
+        assert _savepoints(ctx.captured_queries) == 1, fn.__name__
+    assert Task.objects.get(pk=task_id).status == "completed"
+
+    other = task_of("alone")["id"]
+    with transaction.atomic(), CaptureQueriesContext(connection) as ctx:  # a caller's transaction
+        assert actions.claim_task(other, "w1", 30) is not None
+    assert _savepoints(ctx.captured_queries) == 1

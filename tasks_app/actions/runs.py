@@ -18,6 +18,7 @@ from tasks_app.actions.log import (
     _store_activity,
     _store_events,
     _task_secrets,
+    write_atomic,
 )
 from tasks_app.actions.reads import task_agent
 from tasks_app.actions.rows import (
@@ -49,7 +50,7 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
     check and the write one step: a second claimer waits for the first to commit, then reads the task
     executing and claims nothing (SQLite: a writer's transaction holds the write lock from its start).
     """
-    with transaction.atomic():
+    with write_atomic():
         try:
             task = _task_row_for_update(task_id)
         except Task.DoesNotExist:
@@ -121,7 +122,7 @@ def record_progress(
     `secrets` are all the strings to mask, the task's user tokens included (a run resolves them
     once); without them the task's are read for the batch.
     """
-    with transaction.atomic():
+    with write_atomic():
         task = _task_row_for_update(task_id, *PROGRESS_COLUMNS)
         if worker_id is not None and (task.status != Status.EXECUTING or task.lease_owner != worker_id):
             return []
@@ -178,7 +179,7 @@ def finish_task(
     """
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status} is not a final status")
-    with transaction.atomic():
+    with write_atomic():
         task = _task_row_for_update(task_id)
         if task.is_finished or (worker_id is not None and task.lease_owner != worker_id):
             return None
