@@ -159,12 +159,14 @@ def build_model(task: Task, agent: Agent) -> Any:
 
 
 def _new_model(provider: str, name: str, client: Any) -> Any:
+    """pydantic-ai's model for the provider, transforming each tool schema once (kept_schemas.py)."""
     if provider == "anthropic":
-        from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider
 
-        return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=client))
-    from pydantic_ai.models.openai import OpenAIChatModel
+        from tasks_app.runtime.kept_schemas import KeptSchemasAnthropicModel
+
+        return KeptSchemasAnthropicModel(name, provider=AnthropicProvider(anthropic_client=client))
+    from tasks_app.runtime.kept_schemas import KeptSchemasOpenAIChatModel as OpenAIChatModel
 
     if provider == "openai":
         from pydantic_ai.providers.openai import OpenAIProvider
