@@ -247,3 +247,40 @@ def test_two_claims_at_once_claim_the_task_once(alice, builtin_agent):
     row = Task.objects.get(pk=task["id"])
     assert (row.status, row.lease_owner, row.attempts, row.last_seq) == ("executing", winners[0], 1, 2)
     assert _events(task["id"]) == [(1, "task_created"), (2, "task_updated")]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif("connection.vendor != 'postgresql'")  # SQLite has one writer at a time: no such race
+def test_a_claim_of_a_task_another_transaction_holds_running_does_not_wait_for_it(alice, builtin_agent):
+    """Two processes' group commits, each holding its own running task's row, each claim the other's
+    task (a stale dispatch hint): both claims find nothing to claim. A claim that locked the row
+    before checking it waited for the other's commit, and the two deadlocked."""
+    import threading
+
+    from django.db import connections, transaction
+
+    x, y = (alice.post(f"/api/agent-execution/{builtin_agent.id}", create_body(t)).json()["id"] for t in "xy")
+    assert actions.claim_task(x, "A", 30) and actions.claim_task(y, "B", 30)
+    both_hold = threading.Barrier(2)
+    out: dict[str, object] = {}
+
+    def group(worker: str, mine: str, theirs: str) -> None:
+        try:
+            with transaction.atomic():  # as the group writer's transaction
+                assert actions.record_progress(
+                    mine, events=[("chunk", "a")], worker_id=worker
+                )  # locks `mine`
+                both_hold.wait(10)
+                out[worker] = actions.claim_task(theirs, f"{worker}2", 30)
+        except Exception as exc:  # the deadlock's victim
+            out[worker] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=group, args=a) for a in (("A", x, y), ("B", y, x))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert out == {"A": None, "B": None}
+    assert {t.pk: t.lease_owner for t in Task.objects.filter(pk__in=[x, y])} == {x: "A", y: "B"}

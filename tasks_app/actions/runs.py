@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from console.models import Framework
+from console.prepared import KeyedRead
 from tasks_app import dispatch
 from tasks_app.actions.log import (
     _action,
@@ -44,18 +45,19 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
     """Claim a pending task; None when it is not there to claim (claimed, stopped or finished).
 
     The claimed task comes back with its agent loaded, as the run needs them (runner.run_turn).
-    The row is read locked, checked and written back, each statement compiled once per thread
+    The claimable row is read locked and written back, each statement compiled once per thread
     (console.prepared): built through the ORM per claim (a conditional UPDATE, then a read joined
-    with the agent), the claim was an eighth of a Celery worker's CPU per run. The lock makes the
-    check and the write one step: a second claimer waits for the first to commit, then reads the task
-    executing and claims nothing (SQLite: a writer's transaction holds the write lock from its start).
+    with the agent), the claim was an eighth of a Celery worker's CPU per run. The read carries the
+    claim's condition, as the UPDATE did: a task that is no longer pending is skipped without
+    taking or waiting for its lock (its run's writes may hold it; two processes' group commits each
+    claiming the other's running task would deadlock), and a second claimer of a pending task waits
+    for the first to commit, then finds the row no longer matches (SQLite: a writer's transaction
+    holds the write lock from its start).
     """
     with write_atomic():
         try:
-            task = _task_row_for_update(task_id)
+            task = _CLAIMABLE.get(task_id)
         except Task.DoesNotExist:
-            return None
-        if task.status != Status.PENDING or task.stop_requested_at is not None:
             return None
         claim = {**_claim_columns(worker_id, lease_seconds), "attempts": task.attempts + 1}
         for column, value in claim.items():
@@ -67,6 +69,14 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
         task.forget_no_sub_tasks()  # the run goes on with this object and may delegate
         TASK_ROW.set(task.id, {**claim, "last_seq": task.last_seq})
     return task
+
+
+_CLAIMABLE = KeyedRead(
+    Task,
+    lambda task_id: Task.objects.select_for_update(of=("self",)).filter(
+        pk=task_id, status=Status.PENDING, stop_requested_at__isnull=True
+    ),
+)
 
 
 aclaim_task = _runtime_twin(claim_task.__wrapped__)
