@@ -17,6 +17,7 @@ from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 from pydantic_ai.tools import ToolDefinition
 
+from tasks_app.runtime import kept_schemas
 from tasks_app.runtime.kept_schemas import KeptSchemasAnthropicModel, KeptSchemasOpenAIChatModel
 
 SEARCH = {
@@ -65,9 +66,10 @@ def test_the_kept_schemas_are_what_pydantic_ai_gives_request_after_request(kind)
         first = kept.customize_request_parameters(params)
         again = kept.customize_request_parameters(params)
         assert first == expected and again == expected
-        # the second request reuses the transformed schemas, in tool definitions of its own
+        # the second request reuses the transformed schemas, in tool definitions of its own; a tool
+        # with strict=True is left to the library each time (its transform may warn)
         for a, b in zip(first.function_tools, again.function_tools, strict=True):
-            assert a.parameters_json_schema is b.parameters_json_schema
+            assert (a.parameters_json_schema is b.parameters_json_schema) is (a.strict is not True)
             assert a is not b
     assert params.function_tools[0].parameters_json_schema == SEARCH  # the input is left as it was
 
@@ -127,3 +129,30 @@ def test_the_runtime_builds_the_kept_models():
         return llm.build_model(Task(agent=agent), agent)
 
     assert isinstance(asyncio.run(build()), KeptSchemasOpenAIChatModel)
+
+
+def test_the_memo_keeps_the_most_recently_used_schemas_and_leaves_large_ones_out(monkeypatch):
+    stock, kept = models("openai_compatible")
+    monkeypatch.setattr(kept_schemas, "_kept", {})
+    monkeypatch.setattr(kept_schemas, "SCHEMAS_KEPT", 3)
+
+    def schema_of(name: str, **extra: object) -> dict:
+        params = ModelRequestParameters(
+            function_tools=[
+                ToolDefinition(name=name, parameters_json_schema={**FETCH, "title": name, **extra})
+            ]
+        )
+        got = kept.customize_request_parameters(params)
+        assert got == stock.customize_request_parameters(params)
+        return got.function_tools[0].parameters_json_schema
+
+    first = {name: schema_of(name) for name in "abc"}
+    assert schema_of("a") is first["a"]  # used again: now the most recent
+    schema_of("d")  # a fourth: the least recently used (b) goes
+    assert schema_of("a") is first["a"] and schema_of("c") is first["c"]
+    assert schema_of("b") is not first["b"]
+    assert len(kept_schemas._kept) == 3
+
+    large = {"description": "x" * kept_schemas.SCHEMA_MAX_CHARS}
+    assert schema_of("large", **large) is not schema_of("large", **large)
+    assert len(kept_schemas._kept) == 3

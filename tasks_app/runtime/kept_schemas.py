@@ -7,10 +7,13 @@ run and every step, so the work is the same each time. Profiled, it was ~2 % of 
 agent run for the benchmark's one uncalled tool, and it grows with each tool a server offers (a
 schema of a few fields costs ~0.1 ms; `bench/` measures what it saves).
 
-Kept per model object (llm.build_model shares one per client and model name), keyed by the schema's
-JSON text and its `strict`: a schema seen for the first time is transformed by pydantic-ai's own
-code, its errors as they were. Only the transformed schema and strictness are kept; each request
-still gets its own tool definitions. Output tools and the output object take the library's path.
+Kept once per process, keyed by the provider's transformer, the tool's `strict` and the schema's
+JSON text: a schema seen for the first time is transformed by pydantic-ai's own code, its errors as
+they were. Only the transformed schema is kept; each request still gets its own tool definitions.
+Left to the library every time: tools with `strict=True` (whose transform may warn, and which a
+provider's schema-limit check transforms with its warnings off), schemas over `SCHEMA_MAX_CHARS` of
+JSON, and output tools. The memo holds at most `SCHEMAS_KEPT` schemas, the least recently used
+dropped first.
 
 Kept apart from llm.py because it subclasses pydantic-ai's models (imported only when a run starts).
 """
@@ -28,7 +31,11 @@ from pydantic_ai.tools import ToolDefinition
 
 from console import memo
 
-SCHEMAS_KEPT = 1024  # distinct (schema, strict) pairs per model; beyond that the oldest is dropped
+SCHEMAS_KEPT = 512  # transformed schemas kept in the process; the least recently used goes first
+SCHEMA_MAX_CHARS = 32_768  # a larger schema's JSON is transformed every time (bounds the memo's memory)
+
+# (transformer, strict as given, JSON text) -> the transformed schema and strictness
+_kept: dict[tuple[type, bool | None, str], tuple[dict[str, Any], bool | None]] = {}
 
 
 class KeptToolSchemas:
@@ -38,31 +45,36 @@ class KeptToolSchemas:
     into the request body (pydantic-ai's transformer itself copies a schema before changing it).
     """
 
-    _kept_schemas: dict[tuple[bool | None, str], tuple[dict[str, Any], bool | None]]
-
     def customize_request_parameters(
         self, model_request_parameters: ModelRequestParameters
     ) -> ModelRequestParameters:
         params = model_request_parameters
         tools = params.function_tools
-        if not tools or not self.profile.get("json_schema_transformer"):  # type: ignore[attr-defined]
+        transformer = self.profile.get("json_schema_transformer")  # type: ignore[attr-defined]
+        if not tools or not transformer:
             return super().customize_request_parameters(params)  # type: ignore[misc]
-        transformed = [self._transformed(params, tool) for tool in tools]
+        transformed = [self._transformed(transformer, params, tool) for tool in tools]
         if params.output_tools or params.output_object is not None:  # theirs as the library does them
             params = super().customize_request_parameters(replace(params, function_tools=[]))  # type: ignore[misc]
         return replace(params, function_tools=transformed)
 
-    def _transformed(self, params: ModelRequestParameters, tool: ToolDefinition) -> ToolDefinition:
+    def _transformed(
+        self, transformer: type, params: ModelRequestParameters, tool: ToolDefinition
+    ) -> ToolDefinition:
+        if tool.strict is True:
+            return self._transform(params, tool)
         try:  # in the schema's own key order: the transformed schema keeps it
             text = json.dumps(tool.parameters_json_schema, separators=(",", ":"))
         except (TypeError, ValueError):  # not plain JSON (no MCP schema is): transformed every time
             return self._transform(params, tool)
-        kept_by_key = self.__dict__.setdefault("_kept_schemas", {})
-        key = (tool.strict, text)
-        kept = kept_by_key.get(key)
+        if len(text) > SCHEMA_MAX_CHARS:
+            return self._transform(params, tool)
+        key = (transformer, tool.strict, text)
+        kept = _kept.pop(key, None)  # taken out and put back last: the least recently used are first
         if kept is None:
             done = self._transform(params, tool)
-            kept = memo.remember(kept_by_key, key, (done.parameters_json_schema, done.strict), SCHEMAS_KEPT)
+            kept = (done.parameters_json_schema, done.strict)
+        memo.remember(_kept, key, kept, SCHEMAS_KEPT)
         schema, strict = kept
         return replace(tool, parameters_json_schema=schema, strict=strict)
 
