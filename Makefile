@@ -51,6 +51,10 @@ test-postgres: install services
 	DATABASE_URL=$(PG_TEST_URL) TEST_DATABASE_NAME=test_suite_$$$$ SECRET_KEY=test-postgres-secret \
 	FIELD_ENCRYPTION_KEYS=$$($(PY) -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())") \
 	$(PY) -m pytest -q -p no:cacheprovider -m "not sdk and not browser and not live" --ignore=tests/test_openapi_fuzz.py
+	@# The request path again with each request's connection closed at its end (DB_CONN_MAX_AGE=0).
+	DB_CONN_MAX_AGE=0 DATABASE_URL=$(PG_TEST_URL) TEST_DATABASE_NAME=test_suite_$$$$ SECRET_KEY=test-postgres-secret \
+	FIELD_ENCRYPTION_KEYS=$$($(PY) -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())") \
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_request_path.py
 
 test-sdk: install
 	$(PY) -m pytest -q -m sdk

@@ -250,8 +250,8 @@ def _run_receivers(receivers: Callable[[], Any], signal: str) -> None:
 
 def _settled() -> bool:
     """Whether Django's `close_old_connections` would close none of this thread's connections now:
-    none is broken, in error, out of autocommit or past its CONN_MAX_AGE (PostgreSQL's default, 0,
-    is past at once: such a connection is closed at its request's end, as configured)."""
+    none is broken, in error, out of autocommit or past its CONN_MAX_AGE (a CONN_MAX_AGE of 0 is
+    past at once: such a connection is closed at its request's end, as configured)."""
     now = time.monotonic()
     for conn in connections.all(initialized_only=True):
         if conn.connection is None:

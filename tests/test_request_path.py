@@ -201,7 +201,8 @@ def hops(monkeypatch) -> list[str]:
 
 def close_hops() -> int:
     """The close's own hop: only where the lane's connection is closed at its request's end
-    (CONN_MAX_AGE 0, PostgreSQL's default); otherwise its receivers wait for the lane's next call."""
+    (CONN_MAX_AGE 0: `make test` runs this file so on PostgreSQL); otherwise its receivers wait for
+    the lane's next call."""
     return 1 if connection.settings_dict.get("CONN_MAX_AGE") == 0 else 0
 
 
@@ -221,7 +222,7 @@ async def test_a_request_reuses_the_last_ones_thread_and_connection(one_lane):
         second = (await client.get("/look/nothing")).json()
     assert second["thread"] == first["thread"]
     assert first["connection_after"] is not None
-    if connection.settings_dict.get("CONN_MAX_AGE") != 0:  # SQLite's default; PostgreSQL's is 0
+    if connection.settings_dict.get("CONN_MAX_AGE") != 0:  # the default: kept between requests
         assert second["connection"] == first["connection_after"]  # open already, not opened again
     else:
         assert second["connection"] is None  # closed at the end of the last request, as configured

@@ -63,7 +63,7 @@ def test_it_reads_a_postgres_url_into_a_database_entry(tmp_path):
         "5433",
     )
     assert db["OPTIONS"] == {"sslmode": "disable"}
-    assert db["CONN_MAX_AGE"] == 600  # kept between requests, recycled every 10 minutes
+    assert db["CONN_MAX_AGE"] == 600  # kept between requests; one older than 10 minutes is replaced
     assert got["keys"] == 2
     assert got["secret"] == "$not-a-reference"  # secrets are taken as they are
 
