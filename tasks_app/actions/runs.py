@@ -47,7 +47,7 @@ def claim_task(task_id: str, worker_id: str, lease_seconds: float) -> Task | Non
     The claimed task comes back with its agent loaded, as the run needs them (runner.run_turn).
     The claimable row is read locked and written back, each statement compiled once per thread
     (console.prepared): built through the ORM per claim (a conditional UPDATE, then a read joined
-    with the agent), the claim was an eighth of a Celery worker's CPU per run. The read carries the
+    with the agent), the claim cost a Celery worker ~6 % more CPU per run. The read carries the
     claim's condition, as the UPDATE did: a task that is no longer pending is skipped without
     taking or waiting for its lock (its run's writes may hold it; two processes' group commits each
     claiming the other's running task would deadlock), and a second claimer of a pending task waits
