@@ -17,19 +17,10 @@ from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 from pydantic_ai.tools import ToolDefinition
 
+from bench.tool_schemas import SCHEMA
 from tasks_app.runtime import kept_schemas
 from tasks_app.runtime.kept_schemas import KeptSchemasAnthropicModel, KeptSchemasOpenAIChatModel
 
-SEARCH = {
-    "type": "object",
-    "properties": {
-        "query": {"type": "string", "description": "what to look for"},
-        "limit": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None},
-        "filter": {"$ref": "#/$defs/Filter"},
-    },
-    "required": ["query"],
-    "$defs": {"Filter": {"type": "object", "properties": {"since": {"type": "string", "format": "date"}}}},
-}
 FETCH = {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}
 
 
@@ -48,7 +39,7 @@ def models(kind: str) -> tuple[object, object]:
 
 def tools() -> list[ToolDefinition]:
     return [
-        ToolDefinition(name="search", parameters_json_schema=SEARCH, description="Search"),
+        ToolDefinition(name="search", parameters_json_schema=SCHEMA, description="Search"),
         ToolDefinition(name="fetch", parameters_json_schema=FETCH, description="Fetch", strict=True),
         ToolDefinition(name="fetch_loose", parameters_json_schema=FETCH, strict=False),
     ]
@@ -71,7 +62,7 @@ def test_the_kept_schemas_are_what_pydantic_ai_gives_request_after_request(kind)
         for a, b in zip(first.function_tools, again.function_tools, strict=True):
             assert (a.parameters_json_schema is b.parameters_json_schema) is (a.strict is not True)
             assert a is not b
-    assert params.function_tools[0].parameters_json_schema == SEARCH  # the input is left as it was
+    assert params.function_tools[0].parameters_json_schema == SCHEMA  # the input is left as it was
 
 
 def test_a_changed_schema_is_transformed_anew_and_strict_is_part_of_the_key():
