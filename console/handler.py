@@ -18,6 +18,10 @@ and the middleware are done by then, and the stream reads through the shared poo
 `tasks_app.sse`. What the request does after that (closing the response, and whatever its body
 still runs thread-sensitively) runs on a thread of its own, outside the lanes: one of a few kept
 idle threads, given back clean at the stream's end like a lane.
+
+The event loop waits a moment for each call it gives a lane (REQUEST_CALL_WAIT_MS, on by default
+with SQLite; see `hand_over`) instead of running on beside it: both would otherwise take turns at the
+GIL at every SQLite statement. A call that outlasts the wait goes on without the loop.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import closing
 from contextvars import ContextVar
@@ -152,6 +157,8 @@ class RequestThread(Executor):
             call = self._last_call = lane.submit(self._on_lane, finished, prelude, fn, *args, **kwargs)
             if prelude is not None or finished is not None:  # a call cancelled before it ran
                 call.add_done_callback(functools.partial(self._still_due, finished, prelude))
+            if settings.REQUEST_CALL_WAIT_MS:
+                hand_over(call, settings.REQUEST_CALL_WAIT_MS / 1000)
             return call
         # (A prelude still due here is dropped: its receivers look after the lane's connections,
         # and every path gives the lane back only after a call on it, so none is due by now.)
@@ -236,6 +243,33 @@ class RequestThread(Executor):
             retired = spare.submit(_retire_tail, spare)
             if wait:
                 retired.result()
+
+
+def hand_over(call: Future, seconds: float) -> None:
+    """Block the calling thread (the event loop's) until `call` is done, at most `seconds`.
+
+    Why: Python's sqlite3 lets the GIL go around every step of every statement, and under load the
+    loop's thread took it at each of those moments; the request's thread then waited up to the
+    switch interval (5 ms) to get it back: ~100 context switches and ~2 ms of CPU per agent run at
+    concurrency 32 went to these handovers (docs/benchmarks.md, twelfth round). A loop blocked here
+    wants no GIL, so the call runs straight through. A call still running after `seconds` (a write
+    lock held, outbound I/O, a call that needs the loop) goes on without the loop, and the loop
+    waits for no other call until it has had a turn: a burst of slow calls holds it up once, not
+    once per call.
+    """
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop in _waited_out:
+        return
+    done, _ = futures.wait((call,), timeout=seconds)
+    if not done and loop is not None:
+        _waited_out.add(loop)
+        loop.call_soon(_waited_out.discard, loop)
+
+
+_waited_out: set[asyncio.AbstractEventLoop] = set()  # loops whose last wait this turn timed out
 
 
 def _run_receivers(receivers: Callable[[], Any], signal: str) -> None:

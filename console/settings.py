@@ -359,6 +359,13 @@ CELERY_RUN_TIMEOUT_SECONDS = _env_int("CELERY_RUN_TIMEOUT_SECONDS", 24 * 3600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_RUN_TIMEOUT_SECONDS + 3600}
 # Requests of one web process that may hold a database connection at once (more wait their turn).
 WEB_DB_CONNECTIONS = _env_int("WEB_DB_CONNECTIONS", 40)
+# How long the event loop waits for a request's call on its thread (console/handler.py hand_over):
+# with SQLite the calls are this process's own CPU work, and waiting spares a GIL handover per statement.
+REQUEST_CALL_WAIT_MS = _env_float(
+    "REQUEST_CALL_WAIT_MS", 5.0 if DATABASES["default"]["ENGINE"] == "console.sqlite" else 0.0
+)
+if not 0 <= REQUEST_CALL_WAIT_MS <= 50:
+    raise ValueError("REQUEST_CALL_WAIT_MS must be between 0 and 50 (milliseconds; 0: the loop never waits)")
 # How long an API key's caller (console.access.Actor) is reused without reading its row. Revoking a
 # key, changing a role or deactivating a member forgets it at once in the process that did it;
 # other processes (a second web server) notice within this many seconds. 0: read on every request.

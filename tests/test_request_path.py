@@ -13,10 +13,11 @@ import re
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection, transaction
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.test import Client
@@ -167,8 +168,29 @@ def _quiet_stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(body(), content_type="text/event-stream")
 
 
+_CALL_STARTED, _RELEASED_BY_THE_LOOP = threading.Event(), threading.Event()
+
+
+def _wait_for_the_loop(request: HttpRequest) -> JsonResponse:
+    """A call that only the event loop can end: it waits for an event a coroutine on the loop sets."""
+    _CALL_STARTED.set()
+    return JsonResponse({"released": _RELEASED_BY_THE_LOOP.wait(10)})
+
+
+def _call_into_the_loop(request: HttpRequest) -> JsonResponse:
+    """A call that runs a coroutine on the request's event loop and waits for it (as OAuth views do)."""
+    return JsonResponse({"ran": async_to_sync(_on_the_loop)()})
+
+
+async def _on_the_loop() -> str:
+    await asyncio.sleep(0)
+    return "on the loop"
+
+
 urlpatterns = [
     path("loop", _answered_on_the_loop),
+    path("api/wait-for-the-loop", _wait_for_the_loop),
+    path("api/call-into-the-loop", _call_into_the_loop),
     path("api/aged", _look_then_age_the_connection),
     path("api/file", _a_file),
     path("api/files", _files_posted),
@@ -447,6 +469,84 @@ async def test_another_request_finished_receiver_gets_djangos_close(one_lane, ho
         request_finished.disconnect(dispatch_uid="test.fin")
     assert len(hops) == 2, hops
     assert seen == [r["thread"]]
+
+
+@pytest.fixture
+def handed_over(monkeypatch) -> list[float]:
+    """The waits of the event loop for its requests' calls (console.handler.hand_over), in seconds."""
+    seen: list[float] = []
+    hand_over = handler_module.hand_over
+
+    def counted(call, seconds):
+        seen.append(seconds)
+        return hand_over(call, seconds)
+
+    monkeypatch.setattr(handler_module, "hand_over", counted)
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_loop_waits_for_each_call_it_hands_a_request_thread(one_lane, hops, handed_over, settings):
+    settings.REQUEST_CALL_WAIT_MS = 5
+    async with one_lane as client:
+        r = await client.get("/api/look/nothing")
+    assert r.status_code == 200 and r.json()["row_exists"] is False
+    assert handed_over == [0.005] * len(hops) and hops
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_with_no_wait_set_the_loop_never_waits(one_lane, handed_over, settings):
+    settings.REQUEST_CALL_WAIT_MS = 0
+    async with one_lane as client:
+        r = await client.get("/api/look/nothing")
+    assert r.status_code == 200 and handed_over == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_call_that_outlasts_the_wait_leaves_the_loop_free(one_lane, handed_over, settings):
+    """The loop waits at most REQUEST_CALL_WAIT_MS, not for the call's end: a call that only the loop
+    can end ends (waiting for its end, the loop would never set the event, and the call would give up)."""
+    settings.REQUEST_CALL_WAIT_MS = 50  # the most it may be set to
+    _CALL_STARTED.clear()
+    _RELEASED_BY_THE_LOOP.clear()
+    async with one_lane as client:
+        request = asyncio.create_task(client.get("/api/wait-for-the-loop"))
+        await until(_CALL_STARTED.is_set, "the call started")
+        _RELEASED_BY_THE_LOOP.set()
+        r = await asyncio.wait_for(request, 30)
+    assert r.json() == {"released": True}
+    assert handed_over and set(handed_over) == {0.05}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_call_that_runs_a_coroutine_on_the_loop_completes(one_lane, handed_over, settings):
+    settings.REQUEST_CALL_WAIT_MS = 50
+    async with one_lane as client:
+        r = await asyncio.wait_for(client.get("/api/call-into-the-loop"), 30)
+    assert r.json() == {"ran": "on the loop"}
+    assert handed_over
+
+
+def test_hand_over_returns_once_the_call_is_done():
+    call: Future = Future()
+    threading.Timer(0.05, call.set_result, ("done",)).start()
+    handler_module.hand_over(call, 30)
+    assert call.done() and call.result() == "done"
+
+
+async def test_after_a_wait_runs_out_the_loop_waits_for_no_call_until_its_next_turn():
+    """A burst of slow calls holds the loop up once, not once per call."""
+    slow, quick = Future(), Future()
+    handler_module.hand_over(slow, 0.001)
+    assert not slow.done()  # the wait ran out; the call goes on without the loop
+    threading.Timer(2, quick.set_result, ("done",)).start()  # waited for, it would be done on return
+    handler_module.hand_over(quick, 30)
+    assert not quick.done()  # not waited for: the loop's wait ran out this turn
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    handler_module.hand_over(quick, 30)  # the loop has had its turn: it waits again
+    assert quick.done()
+    slow.cancel()
 
 
 def test_the_copy_of_djangos_handle_is_of_the_django_it_was_made_from():

@@ -16,7 +16,7 @@ _PRINT = (
     "import json; from django.conf import settings as s; "
     "print(json.dumps({'db': s.DATABASES['default'], 'hosts': s.ALLOWED_HOSTS, "
     "'exec': s.TASK_EXECUTION, 'page': s.CONSOLE_PAGE_SIZE, 'https': s.HTTPS, "
-    "'allow': s.OUTBOUND_ALLOWLIST, 'keys': len(s.FIELD_ENCRYPTION_KEYS), 'secret': s.SECRET_KEY, 'lean': s.LLM_LEAN_STREAM}, default=str))"
+    "'allow': s.OUTBOUND_ALLOWLIST, 'keys': len(s.FIELD_ENCRYPTION_KEYS), 'secret': s.SECRET_KEY, 'lean': s.LLM_LEAN_STREAM, 'wait': s.REQUEST_CALL_WAIT_MS}, default=str))"
 )
 
 
@@ -44,6 +44,7 @@ def test_it_keeps_the_embedded_defaults_when_nothing_is_set(tmp_path):
     assert got["exec"] == "inprocess"
     assert got["page"] == 50  # set but empty means the default
     assert got["https"] is False
+    assert got["wait"] == 5.0  # the loop waits for SQLite's calls (console/handler.py hand_over)
 
 
 def test_it_reads_a_postgres_url_into_a_database_entry(tmp_path):
@@ -64,6 +65,7 @@ def test_it_reads_a_postgres_url_into_a_database_entry(tmp_path):
     )
     assert db["OPTIONS"] == {"sslmode": "disable"}
     assert db["CONN_MAX_AGE"] == 600  # kept between requests; one older than 10 minutes is replaced
+    assert got["wait"] == 0.0  # the calls wait on the network: the loop does not wait for them
     assert got["keys"] == 2
     assert got["secret"] == "$not-a-reference"  # secrets are taken as they are
 
@@ -101,6 +103,12 @@ def test_it_names_the_variable_that_does_not_parse(tmp_path):
     assert "MCP_TOOLS_CACHE_SECONDS must not be negative" in out.stderr
     out = _settings(tmp_path, DB_CONN_MAX_AGE="-5")
     assert "DB_CONN_MAX_AGE must not be negative" in out.stderr
+    out = _settings(tmp_path, REQUEST_CALL_WAIT_MS="soon")
+    assert "REQUEST_CALL_WAIT_MS must be a number, got 'soon'" in out.stderr
+    for bad in ("-1", "51"):
+        out = _settings(tmp_path, REQUEST_CALL_WAIT_MS=bad)
+        assert "REQUEST_CALL_WAIT_MS must be between 0 and 50" in out.stderr
+    assert _ok(tmp_path, REQUEST_CALL_WAIT_MS="0")["wait"] == 0.0
     assert _ok(tmp_path)["lean"] is True
     assert _ok(tmp_path, LLM_LEAN_STREAM="off")["lean"] is False
 
