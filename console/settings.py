@@ -362,7 +362,7 @@ WEB_DB_CONNECTIONS = _env_int("WEB_DB_CONNECTIONS", 40)
 # How long the event loop waits for a request's call on its thread (console/handler.py hand_over):
 # with SQLite the calls are this process's own CPU work, and waiting spares a GIL handover per statement.
 REQUEST_CALL_WAIT_MS = _env_float(
-    "REQUEST_CALL_WAIT_MS", 5.0 if DATABASES["default"]["ENGINE"] == "console.sqlite" else 0.0
+    "REQUEST_CALL_WAIT_MS", 15.0 if DATABASES["default"]["ENGINE"] == "console.sqlite" else 0.0
 )
 if not 0 <= REQUEST_CALL_WAIT_MS <= 50:
     raise ValueError("REQUEST_CALL_WAIT_MS must be between 0 and 50 (milliseconds; 0: the loop never waits)")

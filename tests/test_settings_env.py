@@ -44,7 +44,7 @@ def test_it_keeps_the_embedded_defaults_when_nothing_is_set(tmp_path):
     assert got["exec"] == "inprocess"
     assert got["page"] == 50  # set but empty means the default
     assert got["https"] is False
-    assert got["wait"] == 5.0  # the loop waits for SQLite's calls (console/handler.py hand_over)
+    assert got["wait"] == 15.0  # the loop waits for SQLite's calls (console/handler.py hand_over)
 
 
 def test_it_reads_a_postgres_url_into_a_database_entry(tmp_path):
