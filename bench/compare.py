@@ -78,6 +78,7 @@ from bench.runtime import (  # noqa: E402
     bench_stop,
     client,
     code_version,
+    context_switches,
     cpu_seconds,
     latency_stats,
     machine,
@@ -219,13 +220,19 @@ class LangGraphServer:
 
     def cpu(self) -> float:
         """CPU of the server and its children (uvicorn may run in the CLI's process or a child)."""
-        total = cpu_seconds(self.pid)
+        return sum(cpu_seconds(pid) for pid in self._processes())
+
+    def switches(self) -> int:
+        """Context switches of the server and its children so far."""
+        return sum(context_switches(pid) for pid in self._processes())
+
+    def _processes(self) -> list[int]:
+        found = [self.pid]
         with contextlib.suppress(OSError):
             for child in Path(f"/proc/{self.pid}/task").iterdir():
                 with contextlib.suppress(OSError):
-                    for pid in (child / "children").read_text().split():
-                        total += cpu_seconds(int(pid))
-        return total
+                    found += [int(pid) for pid in (child / "children").read_text().split()]
+        return found
 
     def log_tail(self, n: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
@@ -274,18 +281,23 @@ async def measure_levels(
     one: Callable[[int], Awaitable[dict[str, Any]]],
     cfg: dict[str, Any],
     cpu: Callable[[], float] | None = None,
+    switches: Callable[[], int] | None = None,
 ) -> dict[str, Any]:
-    """Warm-up, then concurrency 1 (latency) and concurrency 32 (throughput), errors counted."""
+    """Warm-up, then concurrency 1 (latency) and concurrency 32 (throughput), errors counted.
+    `cpu` and `switches`: the server's CPU seconds and context switches so far, read per level."""
     await run_at(4, cfg["warmup"], one)
     out: dict[str, Any] = {}
     for conc, runs in ((1, cfg["c1_runs"]), (CONC, cfg["c32_runs"])):
         errors: list[str] = []
         cpu0 = cpu() if cpu else 0.0
+        switches0 = switches() if switches else 0
         results, wall = await run_at(conc, runs, one, cfg["budget"], errors)
         level = latency_stats([r["latency"] for r in results], wall)
         level["errors"], level["error_samples"] = len(errors), errors[:5]
         if cpu:
             level["server_cpu_ms_per_run"] = round((cpu() - cpu0) / max(len(results), 1) * 1000, 2)
+        if switches:
+            level["server_switches_per_run"] = round((switches() - switches0) / max(len(results), 1), 1)
         level["chunks_per_run"] = pct([r["chunks"] for r in results], 50)
         out[f"c{conc}"] = level
     return out
@@ -295,7 +307,7 @@ async def phase_langgraph(lg: LangGraphServer, cfg: dict[str, Any]) -> dict[str,
     expected = agent_answer(PLAIN_CHUNKS)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(base_url=lg.url, timeout=120, limits=limits) as client:
-        return await measure_levels(lambda _i: langgraph_one(client, expected), cfg, lg.cpu)
+        return await measure_levels(lambda _i: langgraph_one(client, expected), cfg, lg.cpu, lg.switches)
 
 
 def subprocess_json(cmd: list[str], timeout: float) -> dict[str, Any]:
@@ -494,7 +506,10 @@ def ours_one(
 
 async def phase_ours(srv: Server, agent_id: str, cfg: dict[str, Any]) -> dict[str, Any]:
     return await measure_levels(
-        ours_one(srv, agent_id, "plain", PLAIN_CHUNKS), cfg, lambda: cpu_seconds(srv.pid)
+        ours_one(srv, agent_id, "plain", PLAIN_CHUNKS),
+        cfg,
+        lambda: cpu_seconds(srv.pid),
+        lambda: context_switches(srv.pid),
     )
 
 
@@ -720,6 +735,9 @@ def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
                              ("ours", "our server process", "server_cpu_ms_per_run"),
                              ("both", "our web + worker processes (scaled out)", "server_cpu_ms_per_run")):  # fmt: skip
         show(f"CPU per run at c{CONC}: {label}", get(rounds, name, f"c{CONC}", key), " ms")
+    show2(f"context switches per run at c{CONC}: LangGraph server / our server",
+          get(rounds, "langgraph", f"c{CONC}", "server_switches_per_run"),
+          get(rounds, "ours", f"c{CONC}", "server_switches_per_run"), "")  # fmt: skip
     show2(f"CPU per run at c{CONC}, scaled out: web / workers", get(rounds, "both", f"c{CONC}", "web_cpu_ms_per_run"),
           get(rounds, "both", f"c{CONC}", "workers_cpu_ms_per_run"), " ms")  # fmt: skip
     # What each server spends per run beyond its own library's run (the library measured alone).
