@@ -250,8 +250,8 @@ def hand_over(call: Future, seconds: float) -> None:
 
     Why: Python's sqlite3 lets the GIL go around every step of every statement, and under load the
     loop's thread took it at each of those moments; the request's thread then waited up to the
-    switch interval (5 ms) to get it back: ~100 context switches and ~2 ms of CPU per agent run at
-    concurrency 32 went to these handovers (docs/benchmarks.md, twelfth round). A loop blocked here
+    switch interval (5 ms) to get it back: ~130 context switches and a quarter of the CPU of an agent
+    run at concurrency 32 went to these handovers (docs/benchmarks.md, twelfth round). A loop blocked here
     wants no GIL, so the call runs straight through. A call still running after `seconds` (a write
     lock held, outbound I/O, a call that needs the loop) goes on without the loop, and the loop
     waits for no other call until it has had a turn: a burst of slow calls holds it up once, not
