@@ -708,7 +708,7 @@ def verdicts(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             rows.append((what, med(vals)[1] + unit, target, None))
 
     def show2(what: str, a: list[Any], b: list[Any], unit: str) -> None:
-        if any(v is not None for v in a):
+        if any(v is not None for v in (*a, *b)):
             rows.append((what, f"{med(a)[1]} / {med(b)[1]}{unit}", "(reference)", None))
 
     def check(what: str, vals: list[Any], target: str, ok: Callable[[float], bool], unit: str = "") -> None:

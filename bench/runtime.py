@@ -107,7 +107,8 @@ def proc_status(pid: int) -> dict[str, int]:
 
 def context_switches(pid: int) -> int:
     """Context switches (voluntary and not) of all of a process's threads so far: its threads taking
-    turns at the GIL show here, and in the kernel's share of its CPU, not in a Python profile."""
+    turns at the GIL show here, and in the kernel's share of its CPU, not in a Python profile.
+    A thread that ends takes its count with it: over a level in which threads end, it undercounts."""
     total = 0
     with contextlib.suppress(OSError):
         for tid in os.listdir(f"/proc/{pid}/task"):

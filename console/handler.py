@@ -32,6 +32,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -250,9 +251,8 @@ def hand_over(call: Future, seconds: float) -> None:
 
     Why: Python's sqlite3 lets the GIL go around every step of every statement, and under load the
     loop's thread took it at each of those moments; the request's thread then waited up to the
-    switch interval (5 ms) to get it back: ~130 context switches and a quarter of the CPU of an agent
-    run at concurrency 32 went to these handovers (docs/benchmarks.md, twelfth round). A loop blocked here
-    wants no GIL, so the call runs straight through. A call still running after `seconds` (a write
+    switch interval (5 ms) to get it back (docs/benchmarks.md, twelfth round, measures what these
+    handovers cost). A loop blocked here wants no GIL, so the call runs straight through. A call still running after `seconds` (a write
     lock held, outbound I/O, a call that needs the loop) goes on without the loop, and the loop
     waits for no other call until it has had a turn: a burst of slow calls holds it up once, not
     once per call.
@@ -269,7 +269,8 @@ def hand_over(call: Future, seconds: float) -> None:
         loop.call_soon(_waited_out.discard, loop)
 
 
-_waited_out: set[asyncio.AbstractEventLoop] = set()  # loops whose last wait this turn timed out
+# loops whose wait timed out this turn (weak: a loop closed before its turn came is not kept)
+_waited_out: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def _run_receivers(receivers: Callable[[], Any], signal: str) -> None:

@@ -537,16 +537,16 @@ def test_hand_over_returns_once_the_call_is_done():
 async def test_after_a_wait_runs_out_the_loop_waits_for_no_call_until_its_next_turn():
     """A burst of slow calls holds the loop up once, not once per call."""
     slow, quick = Future(), Future()
+    threading.Timer(5, slow.set_result, ("done",)).start()  # waited for, it would be done on return
     handler_module.hand_over(slow, 0.001)
     assert not slow.done()  # the wait ran out; the call goes on without the loop
-    threading.Timer(2, quick.set_result, ("done",)).start()  # waited for, it would be done on return
+    threading.Timer(1, quick.set_result, ("done",)).start()  # waited for, it would be done on return
     handler_module.hand_over(quick, 30)
     assert not quick.done()  # not waited for: the loop's wait ran out this turn
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     handler_module.hand_over(quick, 30)  # the loop has had its turn: it waits again
     assert quick.done()
-    slow.cancel()
 
 
 def test_the_copy_of_djangos_handle_is_of_the_django_it_was_made_from():
