@@ -252,10 +252,10 @@ def hand_over(call: Future, seconds: float) -> None:
     Why: Python's sqlite3 lets the GIL go around every step of every statement, and under load the
     loop's thread took it at each of those moments; the request's thread then waited up to the
     switch interval (5 ms) to get it back (docs/benchmarks.md, twelfth round, measures what these
-    handovers cost). A loop blocked here wants no GIL, so the call runs straight through. A call still running after `seconds` (a write
-    lock held, outbound I/O, a call that needs the loop) goes on without the loop, and the loop
-    waits for no other call until it has had a turn: a burst of slow calls holds it up once, not
-    once per call.
+    handovers cost). A loop blocked here wants no GIL, so the call runs straight through. A call
+    still running after `seconds` (a write lock held, outbound I/O, a call that needs the loop) goes
+    on without the loop, and the loop waits for no other call until it has had a turn: a burst of
+    slow calls holds it up once, not once per call.
     """
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
